@@ -1,0 +1,481 @@
+"""The proximal augmented-Lagrangian driver (ProxQP family) over the Cython kernels and QDLDL.
+
+Outer loop (proximal method of multipliers) around the prox center (xe, ye, ze):
+
+    min_x  f(x) + rho/2 |x - xe|^2 + 1/2 |A x - b + M_eq ye|^2_{M_eq^-1}
+                + 1/2 dist^2_{M_in^-1}(C x + M_in ze, [l, u])
+
+with per-row penalties M_eq = diag(mu_eq), M_in = diag(mu_in). Inner loop: semismooth Newton on
+its (piecewise-linear) optimality condition, an exact line search along each Newton direction.
+Everything runs on the Ruiz-scaled problem; stopping tests use the unscaled residuals.
+
+Where the time goes (design.md section 7): numeric factorizations. They happen when a penalty
+changes (rare: only on insufficient primal progress) and when the active set changes. For the
+latter, the Newton step is first computed by preconditioned CG on the reduced Newton matrix with
+the *stale* factorization as preconditioner: the two matrices differ by a rank-k term (k rows
+entering or leaving), so CG needs about k + 1 iterations, each a solve with the existing factors.
+Only when that is predicted or observed to cost more than a factorization do we refactorize.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import _kernels
+from .kkt import KKTSystem, ScaledProblem
+from .status import Status
+
+__all__ = ["ProxALM", "IterationState"]
+
+_MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by less than this
+
+
+class _NonConvex(Exception):
+    pass
+
+
+class IterationState:
+    """Scaled iterates and penalties carried between solves (warm starts, derivatives)."""
+
+    __slots__ = ("x", "y", "z", "mu_eq", "mu_in", "active", "closest")
+
+    def __init__(self, x, y, z, mu_eq, mu_in, active, closest=False):
+        self.x, self.y, self.z = x, y, z
+        self.mu_eq, self.mu_in = mu_eq, mu_in
+        self.active = active
+        self.closest = closest
+
+
+class ProxALM:
+    """One run of the proximal ALM on a scaled problem with a (possibly pre-used) KKT system.
+
+    Parameters
+    ----------
+    sc : ScaledProblem
+    kkt : KKTSystem
+        Its factorization is reused when it matches; on return it holds the last one.
+    settings : Settings
+    deadline : float or None
+        ``time.perf_counter()`` value after which the run stops with TIME_LIMIT_REACHED.
+    log : callable or None
+        Receives one formatted line per outer iteration (verbose mode).
+    """
+
+    def __init__(self, sc: ScaledProblem, kkt: KKTSystem, settings, deadline=None, log=None):
+        self.sc, self.kkt, self.st = sc, kkt, settings
+        self.deadline = deadline
+        self.log = log
+        self.n_newton = 0
+        self.n_pcg = 0
+        self.nit = 0
+        self.certificate = None
+        self.nonconvex_msg = None
+        n, m, p = sc.n, sc.m, sc.p
+        self._z = np.zeros(p)
+        self._active = np.zeros(p, dtype=np.int8)
+        self._cd = np.zeros(p)
+        # weights that make the scaled penalties equal in the *unscaled* norm (closest mode)
+        self._w_eq = sc.E ** 2
+        self._w_in = sc.F ** 2
+        # maps a scaled dual-residual vector to its unscaled size
+        self._dual_unscale = 1.0 / (sc.c * sc.D)
+
+    # ---------------------------------------------------------------------------------------
+    # residuals
+    # ---------------------------------------------------------------------------------------
+    def _unscaled_residuals(self, x, y, z, Ax, Cx):
+        """(prim, dual, prim_scale, dual_scale), unscaled infinity norms."""
+        sc = self.sc
+        rp = 0.0
+        ps = 0.0
+        if sc.m:
+            rp = _kernels.scaled_inf_norm(Ax - sc.b, sc.E, True)
+            ps = max(_kernels.scaled_inf_norm(Ax, sc.E, True),
+                     _kernels.scaled_inf_norm(sc.b, sc.E, True))
+        if sc.p:
+            rp = max(rp, _kernels.box_residual_inf(Cx, sc.l, sc.u, sc.F))
+            ps = max(ps, _kernels.scaled_inf_norm(Cx, sc.F, True))
+        Hx = sc.H @ x
+        Aty = sc.At @ y if sc.m else 0.0
+        Ctz = sc.Ct @ z if sc.p else 0.0
+        rd_vec = Hx + sc.g + Aty + Ctz
+        inv = self._dual_unscale
+        rd = _kernels.scaled_inf_norm(rd_vec, inv, False) if sc.n else 0.0
+        ds = max(_kernels.scaled_inf_norm(Hx, inv, False), _kernels.scaled_inf_norm(sc.g, inv, False))
+        if sc.m:
+            ds = max(ds, _kernels.scaled_inf_norm(np.asarray(Aty), inv, False))
+        if sc.p:
+            ds = max(ds, _kernels.scaled_inf_norm(np.asarray(Ctz), inv, False))
+        return rp, rd, ps, ds
+
+    def _shift_residual(self, Ax, Cx):
+        """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
+        sc = self.sc
+        v = np.zeros(sc.n)
+        if sc.m:
+            v += sc.At @ ((Ax - sc.b) / sc.E ** 2)
+        if sc.p:
+            s_in = np.empty(sc.p)
+            _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+            v += sc.Ct @ (s_in / sc.F ** 2)
+        return float(np.max(np.abs(v / sc.D))) if sc.n else 0.0
+
+    # ---------------------------------------------------------------------------------------
+    # Newton direction
+    # ---------------------------------------------------------------------------------------
+    def _reduced_matvec(self, v, rho, mu_eq, mu_in, active):
+        sc = self.sc
+        out = sc.H @ v + rho * v
+        if sc.m:
+            out += sc.At @ ((sc.A @ v) / mu_eq)
+        if sc.p:
+            cv = sc.C @ v
+            _kernels.mask_active(cv / mu_in, active, self._cd)
+            out += sc.Ct @ self._cd
+        return out
+
+    def _pcg(self, rhs, rho, mu_eq, mu_in, active, max_iter):
+        """Solve the reduced Newton system with the stale factorization as preconditioner.
+
+        Returns the solution or None when it did not converge within max_iter.
+        """
+        kkt = self.kkt
+        x = kkt.solve_x(rhs)
+        r = rhs - self._reduced_matvec(x, rho, mu_eq, mu_in, active)
+        tol = 1e-10 * max(_kernels.norm2(rhs), 1e-300)
+        if _kernels.norm2(r) <= tol:
+            return x
+        zv = kkt.solve_x(r)
+        d = zv.copy()
+        rz = _kernels.dot(r, zv)
+        for _ in range(max_iter):
+            self.n_pcg += 1
+            Md = self._reduced_matvec(d, rho, mu_eq, mu_in, active)
+            dMd = _kernels.dot(d, Md)
+            if not dMd > 0:
+                return None
+            a = rz / dMd
+            _kernels.axpy(a, d, x)
+            _kernels.axpy(-a, Md, r)
+            if _kernels.norm2(r) <= tol:
+                return x
+            zv = kkt.solve_x(r)
+            rz_new = _kernels.dot(r, zv)
+            d = zv + (rz_new / rz) * d
+            rz = rz_new
+        return None
+
+    def _pcg_budget(self, n_changed):
+        """PCG iterations worth trying instead of a refactorization (0: refactorize)."""
+        kkt = self.kkt
+        if self.st.pcg_max_iter == 0 or kkt.solver is None:
+            return 0
+        ts = kkt.mean_solve_time
+        if ts <= 0:
+            return 0
+        # Each PCG iteration costs about one solve plus matvecs (~1.5 solves); k changes need
+        # ~k+1 iterations. Only worth it when that is clearly cheaper than one factorization.
+        affordable = int(kkt.t_fact / (1.5 * ts))
+        budget = min(self.st.pcg_max_iter, affordable)
+        return budget if n_changed + 2 <= budget else 0
+
+    def _newton_direction(self, grad, rho, mu_eq, mu_in, active, n_changed):
+        kkt = self.kkt
+        same_pen = kkt.solver is not None and kkt.rho == rho and kkt.mu_eq is mu_eq and kkt.mu_in is mu_in
+        if same_pen and n_changed == 0:
+            return kkt.solve_x(-grad)
+        if same_pen:
+            budget = self._pcg_budget(n_changed)
+            if budget:
+                dx = self._pcg(-grad, rho, mu_eq, mu_in, active, budget)
+                if dx is not None:
+                    return dx
+        self._factorize(rho, mu_eq, mu_in, active)
+        return kkt.solve_x(-grad)
+
+    def _factorize(self, rho, mu_eq, mu_in, active):
+        kkt = self.kkt
+        first = kkt.n_factorizations == 0
+        kkt.factorize(rho, mu_eq, mu_in, active)
+        if first and not kkt.inertia_ok():
+            raise _NonConvex("the KKT factorization has the wrong inertia: H is not positive "
+                             "semidefinite (non-convex problem)")
+
+    # ---------------------------------------------------------------------------------------
+    # inner loop: semismooth Newton with exact line search
+    # ---------------------------------------------------------------------------------------
+    def _inner(self, x, xe, ye, ze, rho, mu_eq, mu_in, eps_in):
+        """Approximately minimize the proximal AL; returns (x, y, z, Ax, Cx, converged)."""
+        sc, kkt = self.sc, self.kkt
+        z, active = self._z, self._active
+        for _ in range(self.st.max_iter_in):
+            Ax = sc.A @ x if sc.m else np.zeros(0)
+            Cx = sc.C @ x if sc.p else np.zeros(0)
+            y = ye + (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
+            n_changed = 0
+            if sc.p:
+                _, n_changed = _kernels.inner_multipliers(Cx, ze, mu_in, sc.l, sc.u, z, active,
+                                                          kkt.active)
+            Hx = sc.H @ x
+            smooth = Hx + sc.g + rho * (x - xe)
+            grad = smooth.copy()
+            if sc.m:
+                grad += sc.At @ y
+            if sc.p:
+                grad += sc.Ct @ z
+            # eps_in is a tolerance on the unscaled gradient, like the dual residual
+            if _kernels.scaled_inf_norm(grad, self._dual_unscale, False) <= eps_in:
+                return x, y, z.copy(), Ax, Cx, True
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                return x, y, z.copy(), Ax, Cx, False
+            dx = self._newton_direction(grad, rho, mu_eq, mu_in, active, n_changed)
+            self.n_newton += 1
+            alpha = self._line_search(x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in)
+            if alpha is None:
+                # not a descent direction: rounding in an inexact step. Refactorize and retry.
+                self._factorize(rho, mu_eq, mu_in, active)
+                dx = kkt.solve_x(-grad)
+                alpha = self._line_search(x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in)
+                if alpha is None:
+                    return x, y, z.copy(), Ax, Cx, False
+            x = x + alpha * dx
+        Ax = sc.A @ x if sc.m else np.zeros(0)
+        Cx = sc.C @ x if sc.p else np.zeros(0)
+        y = ye + (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
+        if sc.p:
+            _kernels.inner_multipliers(Cx, ze, mu_in, sc.l, sc.u, z, active, kkt.active)
+        return x, y, z.copy(), Ax, Cx, False
+
+    def _line_search(self, x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in):
+        sc = self.sc
+        Hdx = sc.H @ dx
+        dHd = _kernels.dot(dx, Hdx)
+        dd = _kernels.dot(dx, dx)
+        if dHd < -1e-10 * max(1.0, dd):
+            raise _NonConvex(f"negative curvature d'Hd = {dHd:.3g} found: H is not positive "
+                             "semidefinite (non-convex problem)")
+        quad = dHd + rho * dd
+        lin = _kernels.dot(dx, smooth)
+        if sc.m:
+            Adx = sc.A @ dx
+            quad += _kernels.dot_weighted(Adx, Adx, mu_eq)
+            lin += _kernels.dot(Adx, y)
+        if sc.p:
+            w = Cx + mu_in * ze
+            cd = sc.C @ dx
+            alpha, _, d0 = _kernels.exact_linesearch(quad, lin, w, cd, sc.l, sc.u, mu_in)
+        else:
+            d0 = lin
+            alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
+        if math.isnan(alpha):
+            return None
+        if math.isinf(alpha):
+            raise _NonConvex("the merit function is unbounded along the Newton direction")
+        return alpha
+
+    # ---------------------------------------------------------------------------------------
+    # infeasibility certificates (unscaled)
+    # ---------------------------------------------------------------------------------------
+    def _primal_certificate(self, dy_s, dz_s):
+        sc = self.sc
+        dy = sc.unscale_y(dy_s)
+        dz = sc.unscale_z(dz_s)
+        norm = max(np.max(np.abs(dy), initial=0.0), np.max(np.abs(dz), initial=0.0))
+        if norm <= 1e-300:
+            return None
+        dy, dz = dy / norm, dz / norm
+        eps = self.st.eps_infeas
+        # A'dy + C'dz (unscaled) = D^{-1} (A~' E^{-1} dy + C~' F^{-1} dz)
+        v = np.zeros(sc.n)
+        if sc.m:
+            v += sc.At @ (dy / sc.E)
+        if sc.p:
+            v += sc.Ct @ (dz / sc.F)
+        if np.max(np.abs(v / sc.D), initial=0.0) > eps:
+            return None
+        l, u = sc.l / sc.F, sc.u / sc.F
+        pos, neg = np.maximum(dz, 0.0), np.minimum(dz, 0.0)
+        if np.any((pos > eps) & np.isinf(u)) or np.any((neg < -eps) & np.isinf(l)):
+            return None
+        supp = float(dy @ (sc.b / sc.E)) if sc.m else 0.0
+        with np.errstate(invalid="ignore"):
+            supp += float(np.sum(np.where(pos > 0, u * pos, 0.0)) + np.sum(np.where(neg < 0, l * neg, 0.0)))
+        if supp < -eps:
+            return {"dy": dy, "dz": dz}
+        return None
+
+    def _dual_certificate(self, dx_s):
+        sc = self.sc
+        dx = sc.unscale_x(dx_s)
+        norm = np.max(np.abs(dx), initial=0.0)
+        if norm <= 1e-300:
+            return None
+        d = dx / norm
+        ds = d / sc.D  # scaled direction of the unit unscaled one
+        eps = self.st.eps_infeas
+        Hd = (sc.H @ ds) / (sc.c * sc.D)
+        if np.max(np.abs(Hd), initial=0.0) > eps:
+            return None
+        if sc.m and np.max(np.abs((sc.A @ ds) / sc.E)) > eps:
+            return None
+        if sc.p:
+            Cd = (sc.C @ ds) / sc.F
+            l, u = sc.l, sc.u
+            if np.any((Cd > eps) & np.isfinite(u)) or np.any((Cd < -eps) & np.isfinite(l)):
+                return None
+        gd = float((sc.g / (sc.c * sc.D)) @ d)
+        if gd < -eps:
+            return {"dx": d}
+        return None
+
+    # ---------------------------------------------------------------------------------------
+    # outer loop
+    # ---------------------------------------------------------------------------------------
+    def run(self, x, y, z, mu_eq0=None, mu_in0=None):
+        """Iterate from scaled (x, y, z). Returns (status, IterationState, info dict)."""
+        try:
+            return self._run(x, y, z, mu_eq0, mu_in0)
+        except _NonConvex as exc:
+            self.nonconvex_msg = str(exc)
+            sc = self.sc
+            state = IterationState(x, y, z, None, None, np.zeros(sc.p, dtype=np.int8))
+            return Status.NUMERICAL_ERROR, state, {"message": str(exc)}
+        except RuntimeError as exc:  # qdldl: zero pivot and the like
+            sc = self.sc
+            state = IterationState(x, y, z, None, None, np.zeros(sc.p, dtype=np.int8))
+            msg = f"factorization failed: {exc}"
+            return Status.NUMERICAL_ERROR, state, {"message": msg}
+
+    def _run(self, x, y, z, mu_eq0, mu_in0):
+        sc, st = self.sc, self.st
+        eps_abs, eps_rel = st.eps_abs, st.eps_rel
+        rho = st.rho
+        mu_eq = mu_eq0 if mu_eq0 is not None else np.full(sc.m, st.mu_eq)
+        mu_in = mu_in0 if mu_in0 is not None else np.full(sc.p, st.mu_in)
+        closest = False
+        xe, ye, ze = x.copy(), y.copy(), z.copy()
+        eps_in = 1e-1
+        rp_prev = math.inf
+        status = Status.MAX_ITER_REACHED
+        info = {}
+        Ax = sc.A @ x if sc.m else np.zeros(0)
+        Cx = sc.C @ x if sc.p else np.zeros(0)
+        for it in range(st.max_iter):
+            self.nit = it + 1
+            x, y, z, Ax, Cx, _ = self._inner(x, xe, ye, ze, rho, mu_eq, mu_in, eps_in)
+            rp, rd, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
+            tol_p = eps_abs + eps_rel * ps
+            tol_d = eps_abs + eps_rel * ds
+            if self.log is not None:
+                self.log(it, rp, rd, float(np.min(mu_eq, initial=np.inf)),
+                         float(np.min(mu_in, initial=np.inf)), rho,
+                         int(np.count_nonzero(self._active)), self.kkt.n_factorizations)
+            if rp <= tol_p and rd <= tol_d:
+                status = Status.SOLVED
+                break
+            if closest and rd <= tol_d:
+                rs = self._shift_residual(Ax, Cx)
+                if rs <= eps_abs + eps_rel * max(ps, 1.0) and self._x_converged(x, xe, eps_abs):
+                    status = Status.SOLVED_CLOSEST_FEASIBLE
+                    info["shift_res"] = rs
+                    y, z = self._recenter(y, z, Ax, Cx)
+                    y, z = self._polish_multipliers(x, y, z, rho, mu_eq, mu_in)
+                    break
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                status = Status.TIME_LIMIT_REACHED
+                break
+            dy, dz, dx = y - ye, z - ze, x - xe
+            if not closest:
+                cert = self._primal_certificate(dy, dz) if (sc.m or sc.p) and rp > tol_p else None
+                if cert is not None:
+                    if st.infeasible == "certificate":
+                        self.certificate = cert
+                        status = Status.PRIMAL_INFEASIBLE
+                        break
+                    closest = True
+                    mu_eq, mu_in = self._closest_penalties(mu_eq, mu_in)
+            if rd > tol_d and rp <= max(tol_p, 1e-3 * rp_prev):
+                cert = self._dual_certificate(dx)
+                if cert is not None:
+                    self.certificate = cert
+                    status = Status.DUAL_INFEASIBLE
+                    break
+            # multiplier update and penalty schedule
+            if closest:
+                # The ALM multipliers diverge along the shift direction on an inconsistent
+                # problem; any point of that ray is a multiplier of the shifted QP, so keep the
+                # canonical one: it leaves the fixed point unchanged and keeps y, z (and the
+                # rounding in A'y + C'z) bounded.
+                y, z = self._recenter(y, z, Ax, Cx)
+            ye, ze, xe = y, z, x
+            if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
+                mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
+            rp_prev = rp
+            # in closest mode the primal residual stays at the shift: drive the dual one
+            eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
+        state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
+        return status, state, info
+
+    def _recenter(self, y, z, Ax, Cx):
+        from .interface import _canonical_shifted_multipliers
+        sc = self.sc
+        s_eq = (Ax - sc.b) / sc.E if sc.m else np.zeros(0)
+        s_in = np.empty(sc.p)
+        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+        s_in /= sc.F
+        yu, zu = _canonical_shifted_multipliers(sc.unscale_y(y), sc.unscale_z(z), s_eq, s_in)
+        return sc.scale_y(yu), sc.scale_z(zu)
+
+    def _polish_multipliers(self, x, y, z, rho, mu_eq, mu_in):
+        """Correct (y, z) on the active rows so that Hx + g + A'y + C'z is as small as the
+        factorization allows (two solves). Used after recentering a closest-feasible solution,
+        whose subtraction of a large multiple of the shift costs accuracy."""
+        sc, kkt = self.sc, self.kkt
+        active = (z != 0).astype(np.int8)
+        if not kkt.matches(rho, mu_eq, mu_in, active):
+            self._factorize(rho, mu_eq, mu_in, active)
+        for _ in range(2):
+            r = sc.H @ x + sc.g
+            if sc.m:
+                r += sc.At @ y
+            if sc.p:
+                r += sc.Ct @ z
+            a = kkt.solve_x(r)
+            if sc.m:
+                y = y - (sc.A @ a) / mu_eq
+            if sc.p:
+                dz = np.empty(sc.p)
+                _kernels.mask_active((sc.C @ a) / mu_in, active, dz)
+                z = z - dz
+        return y, z
+
+    def _x_converged(self, x, xe, eps_abs):
+        dx = np.max(np.abs(self.sc.unscale_x(x - xe)), initial=0.0)
+        return dx <= max(eps_abs, 1e-12) * 10.0
+
+    def _inner_tolerance(self, rp, rd, tol_p, tol_d):
+        # Scaled-gradient tolerance: tight enough not to stall the outer loop, loose early.
+        target = 0.1 * min(tol_p, tol_d)
+        return max(min(1e-1, 0.1 * max(rp, rd)), target * 1e-1, 1e-14)
+
+    def _shrink_penalties(self, mu_eq, mu_in):
+        st = self.st
+        f = st.mu_update_factor
+        new_eq = np.maximum(mu_eq * f, st.mu_min_eq) if mu_eq.size else mu_eq
+        new_in = np.maximum(mu_in * f, st.mu_min_in) if mu_in.size else mu_in
+        changed = (mu_eq.size and not np.array_equal(new_eq, mu_eq)) or (
+            mu_in.size and not np.array_equal(new_in, mu_in))
+        return (new_eq, new_in) if changed else (mu_eq, mu_in)
+
+    def _closest_penalties(self, mu_eq, mu_in):
+        """Penalties proportional to the squared row scalings: the limit of the ALM on an
+        inconsistent problem is then the closest feasible QP in the unscaled l2 norm."""
+        st = self.st
+        w_eq, w_in = self._w_eq, self._w_in
+        wmax = max(np.max(w_eq, initial=0.0), np.max(w_in, initial=0.0))
+        # Not smaller: the canonical multipliers are the raw ones minus ~(1/mu) (s_eq, s_in),
+        # which multiplies the shift-optimality residual by 1/mu in the dual residual.
+        mu = self.st.mu_closest
+        return mu * w_eq / wmax, mu * w_in / wmax

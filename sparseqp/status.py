@@ -1,0 +1,47 @@
+"""Solver statuses: the one place where every status and its message is defined."""
+from enum import IntEnum
+
+__all__ = ["Status", "STATUS_MESSAGES"]
+
+
+class Status(IntEnum):
+    """Outcome of a solve.
+
+    Positive values are successes (a solution is returned), negative ones are not.
+    """
+
+    SOLVED = 1
+    SOLVED_CLOSEST_FEASIBLE = 2
+    MAX_ITER_REACHED = -2
+    PRIMAL_INFEASIBLE = -3
+    DUAL_INFEASIBLE = -4
+    TIME_LIMIT_REACHED = -5
+    NUMERICAL_ERROR = -10
+
+    @property
+    def success(self) -> bool:
+        return self.value > 0
+
+    @property
+    def message(self) -> str:
+        return STATUS_MESSAGES[self]
+
+
+STATUS_MESSAGES = {
+    Status.SOLVED: "Optimal solution found to the requested tolerance.",
+    Status.SOLVED_CLOSEST_FEASIBLE: (
+        "The constraints are inconsistent; returned the solution of the closest feasible QP "
+        "(smallest l2 constraint shift, see s_eq and s_in)."
+    ),
+    Status.MAX_ITER_REACHED: "Maximum number of iterations reached before convergence.",
+    Status.PRIMAL_INFEASIBLE: (
+        "The problem is primal infeasible; a certificate is in "
+        "result.certificate (dy, dz)."
+    ),
+    Status.DUAL_INFEASIBLE: (
+        "The problem is dual infeasible (unbounded below); a certificate direction is in "
+        "result.certificate (dx)."
+    ),
+    Status.TIME_LIMIT_REACHED: "Time limit reached before convergence.",
+    Status.NUMERICAL_ERROR: "Numerical error.",
+}

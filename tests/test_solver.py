@@ -1,0 +1,683 @@
+"""End-to-end tests of sparseqp.solve / sparseqp.Solver against the KKT conditions and against
+independent solvers (Clarabel for QPs, HiGHS through scipy.optimize.linprog for LPs)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparseqp
+from sparseqp.problem import Problem, make_problem
+from sparseqp.status import Status
+
+from conftest import (
+    assert_kkt,
+    check_dual_certificate,
+    check_primal_certificate,
+    gen,
+    is_positive_definite,
+    kkt_residuals,
+    linprog_reference,
+    reference_solve,
+    shifted_problem,
+    two_stage_closest,
+)
+
+
+def _inf(v):
+    v = np.asarray(v, dtype=float)
+    return float(np.max(np.abs(v))) if v.size else 0.0
+
+
+def _args(P: Problem):
+    return (P.H, P.g, P.A, P.b, P.C, P.l, P.u)
+
+
+# ----------------------------------------------------------------------------------------------
+# KKT + reference objective on the problem classes
+# ----------------------------------------------------------------------------------------------
+CASES = [
+    pytest.param("random_qp", dict(n=30, n_eq=5, n_in=15, density=0.2), id="random-small"),
+    pytest.param("random_qp", dict(n=600, n_eq=60, n_in=300), id="random-medium"),
+    pytest.param("equality_qp", dict(n=40, n_eq=10), id="equality-small"),
+    pytest.param("equality_qp", dict(n=1500, n_eq=300), id="equality-medium"),
+    pytest.param("box_qp", dict(n=30), id="box-small"),
+    pytest.param("box_qp", dict(n=2000), id="box-medium"),
+    pytest.param("mpc_qp", dict(nx=4, nu=2, horizon=10), id="mpc-small"),
+    pytest.param("mpc_qp", dict(nx=12, nu=4, horizon=40), id="mpc-medium"),
+    pytest.param("portfolio_qp", dict(n_assets=30, n_factors=3), id="portfolio-small"),
+    pytest.param("portfolio_qp", dict(n_assets=500, n_factors=20), id="portfolio-medium"),
+    pytest.param("lasso_qp", dict(n_features=10, n_samples=40), id="lasso-small"),
+    pytest.param("lasso_qp", dict(n_features=100, n_samples=400), id="lasso-medium"),
+]
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-6])
+@pytest.mark.parametrize("name,kw", CASES)
+def test_kkt_and_reference_objective(name, kw, eps):
+    P = gen(name, seed=7, **kw)
+    res = sparseqp.solve(P, eps_abs=eps)
+    assert res.status == Status.SOLVED, f"{P.name}: {res.status!r} {res.message}"
+    assert res.success is True or res.success == True  # noqa: E712
+    assert_kkt(res, P, eps, what=P.name)
+    ref = reference_solve(P)
+    assert ref["fun"] is not None, f"clarabel failed on {P.name}: {ref['status']}"
+    rtol = 100 * eps  # 1e-6 relative at eps_abs = 1e-8
+    assert abs(res.fun - ref["fun"]) <= rtol * (1 + abs(ref["fun"])), \
+        f"{P.name}: fun={res.fun!r} clarabel={ref['fun']!r} diff={res.fun - ref['fun']:.3e}"
+    # a SOLVED result carries no shift and no certificate
+    assert _inf(res.s_eq) == 0.0 and _inf(res.s_in) == 0.0
+    assert res.certificate is None
+
+
+@pytest.mark.parametrize("name,kw", [
+    pytest.param("random_qp", dict(n=40, n_eq=8, n_in=20), id="random"),
+    pytest.param("mpc_qp", dict(nx=4, nu=2, horizon=8), id="mpc"),
+])
+def test_solution_matches_reference_point(name, kw):
+    """With H positive definite the primal solution is unique: compare x with Clarabel."""
+    P = gen(name, seed=3, **kw)
+    assert is_positive_definite(P.H)
+    res = sparseqp.solve(P)
+    assert res.status == Status.SOLVED
+    ref = reference_solve(P)
+    assert _inf(res.x - ref["x"]) <= 1e-6 * (1 + _inf(ref["x"]))
+
+
+def test_array_arguments_equal_problem_argument():
+    P = gen("random_qp", n=50, n_eq=10, n_in=25, seed=11)
+    r1 = sparseqp.solve(P)
+    r2 = sparseqp.solve(*_args(P))
+    assert r1.status == r2.status == Status.SOLVED
+    np.testing.assert_allclose(r1.x, r2.x, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r1.y, r2.y, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r1.z, r2.z, rtol=0, atol=1e-10)
+
+
+def test_constant_reported_in_fun():
+    P0 = gen("random_qp", n=20, n_eq=4, n_in=10, seed=5)
+    P = make_problem(P0.H, P0.g, P0.A, P0.b, P0.C, P0.l, P0.u, constant=12.5)
+    r0 = sparseqp.solve(P0)
+    r = sparseqp.solve(P)
+    assert r.status == Status.SOLVED
+    assert abs(r.fun - (r0.fun + 12.5)) <= 1e-9 * (1 + abs(r.fun))
+    # arrays (no Problem): no constant
+    r2 = sparseqp.solve(*_args(P))
+    assert abs(r2.fun - r0.fun) <= 1e-9 * (1 + abs(r0.fun))
+
+
+def test_result_fields():
+    P = gen("random_qp", n=20, n_eq=4, n_in=10, seed=2)
+    r = sparseqp.solve(P)
+    for key in ("x", "y", "z", "s_eq", "s_in", "fun", "status", "success", "message", "nit",
+                "n_newton", "n_factorizations", "setup_time", "solve_time", "prim_res",
+                "dual_res", "certificate"):
+        assert key in r, key
+        assert getattr(r, key) is r[key]
+    assert isinstance(r.status, Status)
+    assert r.success == r.status.success
+    assert isinstance(r.message, str) and r.message
+    assert r.x.shape == (P.n,) and r.y.shape == (P.n_eq,) and r.z.shape == (P.n_in,)
+    assert r.s_eq.shape == (P.n_eq,) and r.s_in.shape == (P.n_in,)
+    assert isinstance(r.fun, float)
+    assert r.nit >= 1 and r.n_newton >= 1 and r.n_factorizations >= 1
+    assert r.setup_time >= 0 and r.solve_time >= 0
+    # reported residuals are the true ones at the returned point
+    k = kkt_residuals(P, r.x, r.y, r.z)
+    assert abs(r.prim_res - k["prim"]) <= 1e-12 + 1e-6 * k["prim"] + 1e-14 * k["prim_scale"]
+    assert abs(r.dual_res - k["dual"]) <= 1e-12 + 1e-6 * k["dual"] + 1e-14 * k["dual_scale"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_tiny_and_unconstrained(n):
+    rng = np.random.default_rng(n)
+    M = rng.standard_normal((n, n))
+    H = M @ M.T + np.eye(n)
+    g = rng.standard_normal(n)
+    r = sparseqp.solve(H, g)
+    assert r.status == Status.SOLVED
+    np.testing.assert_allclose(r.x, np.linalg.solve(H, -g), rtol=0, atol=1e-8 * (1 + _inf(g)))
+    assert r.y.shape == (0,) and r.z.shape == (0,)
+    # one-variable box problem whose bound is active
+    if n == 1:
+        r = sparseqp.solve([[2.0]], [-10.0], C=[[1.0]], l=[-1.0], u=[1.0])
+        assert r.status == Status.SOLVED
+        np.testing.assert_allclose(r.x, [1.0], atol=1e-8)
+        np.testing.assert_allclose(r.z, [8.0], atol=1e-7)  # 2*1 - 10 + z = 0
+
+
+def test_explicit_empty_constraint_blocks():
+    P = gen("box_qp", n=15, seed=1)
+    r1 = sparseqp.solve(P.H, P.g, None, None, P.C, P.l, P.u)
+    r2 = sparseqp.solve(P.H, P.g, sp.csc_matrix((0, P.n)), np.zeros(0), P.C, P.l, P.u)
+    assert r1.status == r2.status == Status.SOLVED
+    np.testing.assert_allclose(r1.x, r2.x, atol=1e-10)
+
+
+def test_equal_bounds_act_as_equalities():
+    P = gen("equality_qp", n=30, n_eq=8, seed=4)
+    r_eq = sparseqp.solve(P)
+    r_in = sparseqp.solve(P.H, P.g, C=P.A, l=P.b, u=P.b)
+    assert r_eq.status == r_in.status == Status.SOLVED
+    np.testing.assert_allclose(r_in.x, r_eq.x, atol=1e-7)
+    np.testing.assert_allclose(r_in.z, r_eq.y, atol=1e-6 * (1 + _inf(r_eq.y)))
+
+
+# ----------------------------------------------------------------------------------------------
+# LPs against HiGHS
+# ----------------------------------------------------------------------------------------------
+def _random_lp(n, n_eq, n_in, seed, H_none=False):
+    rng = np.random.default_rng(seed)
+    xf = rng.uniform(-0.5, 0.5, n)
+    A = sp.random(n_eq, n, density=min(1.0, 4.0 / n), random_state=rng, format="csc") + sp.eye(n_eq, n)
+    C0 = sp.random(n_in, n, density=min(1.0, 4.0 / n), random_state=rng, format="csc",
+                   data_rvs=rng.standard_normal)
+    C = sp.vstack([C0, sp.eye(n)], format="csc")  # boxes make the LP bounded
+    cx = C0 @ xf
+    l = np.concatenate([cx - rng.uniform(0, 1, n_in), -np.ones(n)])
+    u = np.concatenate([cx + rng.uniform(0, 1, n_in), np.ones(n)])
+    l[: n_in // 4] = -np.inf
+    g = rng.standard_normal(n)
+    H = None if H_none else sp.csc_matrix((n, n))
+    return make_problem(H, g, A, A @ xf, C, l, u, name=f"lp_{n}_{seed}")
+
+
+@pytest.mark.parametrize("n,n_eq,n_in,seed", [(10, 2, 5, 0), (40, 8, 20, 1), (40, 0, 30, 2),
+                                               (400, 40, 200, 3)])
+def test_lp_against_linprog(n, n_eq, n_in, seed):
+    P = _random_lp(n, n_eq, n_in, seed)
+    r = sparseqp.solve(P)
+    assert r.status == Status.SOLVED, f"{r.status!r}"
+    assert_kkt(r, P, 1e-8, what=P.name)
+    f_ref = linprog_reference(P)
+    assert abs(r.fun - f_ref) <= 1e-6 * (1 + abs(f_ref)), f"fun={r.fun!r} highs={f_ref!r}"
+
+
+def test_lp_with_H_none():
+    P = _random_lp(20, 4, 10, 9)
+    r = sparseqp.solve(None, P.g, P.A, P.b, P.C, P.l, P.u)
+    assert r.status == Status.SOLVED
+    f_ref = linprog_reference(P)
+    assert abs(r.fun - f_ref) <= 1e-6 * (1 + abs(f_ref))
+
+
+# ----------------------------------------------------------------------------------------------
+# infeasibility: certificates and closest-feasible solutions
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["eq", "ineq", "mixed"])
+@pytest.mark.parametrize("n", [6, 60])
+def test_primal_infeasible_certificate(kind, seed, n):
+    P = gen("infeasible_qp", n=n, seed=seed, kind=kind)
+    r = sparseqp.solve(P, infeasible="certificate")
+    assert r.status == Status.PRIMAL_INFEASIBLE, f"{P.name}: {r.status!r} {r.message}"
+    assert r.success is False or r.success == False  # noqa: E712
+    check_primal_certificate(P, r.certificate)
+
+
+def test_primal_infeasible_simple_bounds():
+    """x1 + x2 = 3 with 0 <= x <= 1: inconsistent through the bounds only."""
+    H = sp.eye(2, format="csc")
+    r = sparseqp.solve(H, [0.0, 0.0], [[1.0, 1.0]], [3.0], sp.eye(2), [0.0, 0.0], [1.0, 1.0],
+                       infeasible="certificate")
+    assert r.status == Status.PRIMAL_INFEASIBLE
+    P = make_problem(H, [0.0, 0.0], [[1.0, 1.0]], [3.0], sp.eye(2), [0.0, 0.0], [1.0, 1.0])
+    check_primal_certificate(P, r.certificate)
+
+
+@pytest.mark.parametrize("mode", ["closest", "certificate"])
+@pytest.mark.parametrize("n,seed", [(5, 0), (30, 1), (200, 2)])
+def test_dual_infeasible_certificate(n, seed, mode):
+    P = gen("unbounded_qp", n=n, seed=seed)
+    r = sparseqp.solve(P, infeasible=mode)
+    assert r.status == Status.DUAL_INFEASIBLE, f"{P.name}: {r.status!r} {r.message}"
+    assert not r.success
+    check_dual_certificate(P, r.certificate)
+
+
+def test_unbounded_lp():
+    # min -x1 s.t. x1 - x2 = 0, x2 >= 0
+    P = make_problem(None, [-1.0, 0.0], [[1.0, -1.0]], [0.0], [[0.0, 1.0]], [0.0], [np.inf])
+    r = sparseqp.solve(P)
+    assert r.status == Status.DUAL_INFEASIBLE
+    check_dual_certificate(P, r.certificate)
+
+
+def _check_closest(P, r, eps=1e-8):
+    assert r.status == Status.SOLVED_CLOSEST_FEASIBLE, f"{P.name}: {r.status!r} {r.message}"
+    assert r.success
+    x = r.x
+    Cx = P.C @ x
+    # the reported shifts are those of the returned point
+    np.testing.assert_allclose(r.s_eq, P.A @ x - P.b, rtol=0, atol=1e-9 * (1 + _inf(P.b)))
+    np.testing.assert_allclose(r.s_in, Cx - np.clip(Cx, P.l, P.u), rtol=0, atol=1e-9 * (1 + _inf(Cx)))
+    ref = two_stage_closest(P)
+    tol = 1e-5
+    ds_eq = _inf(r.s_eq - ref["s_eq"])
+    ds_in = _inf(r.s_in - ref["s_in"])
+    assert ds_eq <= tol * (1 + _inf(ref["s_eq"])), f"{P.name}: s_eq differs by {ds_eq:.3e}"
+    assert ds_in <= tol * (1 + _inf(ref["s_in"])), f"{P.name}: s_in differs by {ds_in:.3e}"
+    if is_positive_definite(P.H):
+        dx = _inf(x - ref["x"])
+        assert dx <= tol * (1 + _inf(ref["x"])), f"{P.name}: x differs from the two-stage reference by {dx:.3e}"
+    assert abs(r.fun - ref["fun"]) <= tol * (1 + abs(ref["fun"])), \
+        f"{P.name}: fun={r.fun!r} two-stage={ref['fun']!r}"
+    # shift optimality and the KKT conditions of the shifted QP
+    shift_opt = _inf(P.A.T @ r.s_eq + P.C.T @ r.s_in)
+    assert shift_opt <= 1e-6 * (1 + _inf(r.s_eq) + _inf(r.s_in)), f"|A's_eq + C's_in| = {shift_opt:.3e}"
+    assert_kkt(r, shifted_problem(P, r.s_eq, r.s_in), eps, check_reported=False, what=P.name + " (shifted)")
+    return ref
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["eq", "ineq", "mixed"])
+@pytest.mark.parametrize("n", [6, 60])
+def test_closest_feasible_matches_two_stage(kind, seed, n):
+    P = gen("infeasible_qp", n=n, seed=seed, kind=kind)
+    r = sparseqp.solve(P)  # infeasible="closest" is the default
+    _check_closest(P, r)
+    assert r.certificate is None or isinstance(r.certificate, dict)
+
+
+def test_closest_feasible_lower_tolerance():
+    P = gen("infeasible_qp", n=40, seed=5, kind="mixed")
+    r = sparseqp.solve(P, eps_abs=1e-6)
+    assert r.status == Status.SOLVED_CLOSEST_FEASIBLE
+    ref = two_stage_closest(P)
+    assert _inf(r.x - ref["x"]) <= 1e-3 * (1 + _inf(ref["x"]))
+    assert_kkt(r, shifted_problem(P, r.s_eq, r.s_in), 1e-6, check_reported=False)
+
+
+def test_closest_feasible_rank_deficient_equalities():
+    """Several interacting inconsistencies: A has a row that is the sum of two others with an
+    inconsistent rhs, and an inequality pair that is inconsistent with an equality."""
+    rng = np.random.default_rng(42)
+    n = 12
+    M = rng.standard_normal((n, n))
+    H = M @ M.T / n + np.eye(n)
+    g = rng.standard_normal(n)
+    A0 = rng.standard_normal((4, n))
+    A = np.vstack([A0, A0[0] + A0[1], A0[2] - 2 * A0[3]])
+    xf = rng.standard_normal(n)
+    b = np.concatenate([A0 @ xf, [A0[0] @ xf + A0[1] @ xf + 1.0, (A0[2] - 2 * A0[3]) @ xf - 0.7]])
+    C = np.vstack([A0[0], np.eye(n)[:5]])
+    l = np.concatenate([[A0[0] @ xf + 0.4], -np.ones(5)])
+    u = np.concatenate([[np.inf], np.ones(5)])
+    P = make_problem(H, g, A, b, C, l, u, name="rank_deficient")
+    r = sparseqp.solve(P)
+    _check_closest(P, r)
+
+
+def test_feasible_problem_reports_zero_shift():
+    P = gen("random_qp", n=40, n_eq=10, n_in=20, seed=8)
+    r = sparseqp.solve(P)
+    assert r.status == Status.SOLVED
+    assert _inf(r.s_eq) == 0.0 and _inf(r.s_in) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# warm start and the Solver object
+# ----------------------------------------------------------------------------------------------
+def _perturbed(P: Problem, seed: int, size: float = 1e-3) -> Problem:
+    rng = np.random.default_rng(seed)
+    g = P.g + size * rng.standard_normal(P.n) * (1 + np.abs(P.g))
+    # perturb the equality rhs inside the range of A (stays consistent)
+    b = P.b + size * (P.A @ rng.standard_normal(P.n))
+    l = P.l.copy()
+    u = P.u.copy()
+    d = size * rng.uniform(0, 1, P.n_in)
+    fin = np.isfinite(l) & np.isfinite(u) & (l < u)
+    u[fin] = u[fin] + d[fin]
+    return Problem(H=P.H, g=g, A=P.A, b=b, C=P.C, l=l, u=u, constant=P.constant, name=P.name + "_pert")
+
+
+WARM_CASES = [
+    pytest.param("random_qp", dict(n=200, n_eq=20, n_in=100), id="random"),
+    pytest.param("mpc_qp", dict(nx=8, nu=3, horizon=20), id="mpc"),
+    pytest.param("box_qp", dict(n=300), id="box"),
+    pytest.param("portfolio_qp", dict(n_assets=200, n_factors=5), id="portfolio"),
+]
+
+
+@pytest.mark.parametrize("name,kw", WARM_CASES)
+def test_warm_start_fewer_iterations(name, kw):
+    P = gen(name, seed=1, **kw)
+    r0 = sparseqp.solve(P)
+    assert r0.status == Status.SOLVED
+    P2 = _perturbed(P, seed=2)
+    cold = sparseqp.solve(P2)
+    warm = sparseqp.solve(P2, x0=r0.x, y0=r0.y, z0=r0.z)
+    assert cold.status == warm.status == Status.SOLVED
+    assert_kkt(warm, P2, 1e-8, what="warm")
+    np.testing.assert_allclose(warm.x, cold.x, rtol=0, atol=1e-6 * (1 + _inf(cold.x)))
+    assert warm.nit < cold.nit or warm.n_newton < cold.n_newton, \
+        f"warm: nit={warm.nit} newton={warm.n_newton}; cold: nit={cold.nit} newton={cold.n_newton}"
+    assert warm.n_newton <= cold.n_newton, \
+        f"warm start needed more Newton iterations ({warm.n_newton} > {cold.n_newton})"
+
+
+def test_warm_start_from_exact_solution_is_cheap():
+    P = gen("random_qp", n=150, n_eq=15, n_in=70, seed=4)
+    r0 = sparseqp.solve(P)
+    r1 = sparseqp.solve(P, x0=r0.x, y0=r0.y, z0=r0.z)
+    assert r1.status == Status.SOLVED
+    assert r1.n_newton <= r0.n_newton and r1.nit <= r0.nit
+    np.testing.assert_allclose(r1.x, r0.x, atol=1e-7)
+
+
+def test_warm_start_primal_only():
+    P = gen("random_qp", n=80, n_eq=8, n_in=40, seed=6)
+    r0 = sparseqp.solve(P)
+    r1 = sparseqp.solve(P, x0=r0.x)
+    assert r1.status == Status.SOLVED
+    assert_kkt(r1, P, 1e-8)
+
+
+@pytest.mark.parametrize("name,kw", WARM_CASES[:3])
+def test_solver_update_matches_fresh_solve(name, kw):
+    P = gen(name, seed=3, **kw)
+    S = sparseqp.Solver(*_args(P))
+    r1 = S.solve()
+    assert r1.status == Status.SOLVED
+    assert_kkt(r1, P, 1e-8)
+    n_sym_1 = r1.get("n_symbolic")
+
+    P2 = _perturbed(P, seed=5)
+    # new values on the same pattern for the matrices too
+    H2 = P.H.copy()
+    H2.data = H2.data * 1.01
+    A2 = P.A.copy()
+    A2.data = A2.data * (1 + 1e-3 * np.cos(np.arange(A2.nnz)))
+    C2 = P.C.copy()
+    C2.data = C2.data * (1 + 1e-3 * np.sin(np.arange(C2.nnz)))
+    b2 = A2 @ np.linalg.lstsq(P.A.toarray(), P2.b, rcond=None)[0] if P.n_eq else P2.b
+    P3 = Problem(H=H2, g=P2.g, A=A2, b=b2, C=C2, l=P2.l, u=P2.u)
+    S.update(H=H2, g=P3.g, A=A2, b=P3.b, C=C2, l=P3.l, u=P3.u)
+    r2 = S.solve()
+    fresh = sparseqp.solve(P3)
+    assert fresh.status == Status.SOLVED
+    assert r2.status == Status.SOLVED, f"{r2.status!r}"
+    assert_kkt(r2, P3, 1e-8, what="after update")
+    np.testing.assert_allclose(r2.x, fresh.x, rtol=0, atol=1e-6 * (1 + _inf(fresh.x)))
+    if n_sym_1 is not None:
+        assert r2["n_symbolic"] == 0, f"re-solve after update did {r2['n_symbolic']} symbolic analyses"
+    # a re-solve after update warm-starts from the previous solution
+    assert r2.nit < fresh.nit or r2.n_newton < fresh.n_newton, \
+        f"update+solve: nit={r2.nit} newton={r2.n_newton}; fresh: nit={fresh.nit} newton={fresh.n_newton}"
+
+
+def test_solver_vector_only_update():
+    P = gen("random_qp", n=60, n_eq=6, n_in=30, seed=9)
+    S = sparseqp.Solver(*_args(P))
+    S.solve()
+    P2 = _perturbed(P, seed=10, size=1e-2)
+    S.update(g=P2.g, b=P2.b, l=P2.l, u=P2.u)
+    r = S.solve()
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P2, 1e-8)
+    if "n_symbolic" in r:
+        assert r.n_symbolic == 0
+    fresh = sparseqp.solve(P2)
+    np.testing.assert_allclose(r.x, fresh.x, atol=1e-6 * (1 + _inf(fresh.x)))
+
+
+def test_solver_repeated_solve_and_explicit_warm_start():
+    P = gen("random_qp", n=60, n_eq=6, n_in=30, seed=12)
+    S = sparseqp.Solver(*_args(P), eps_abs=1e-9)
+    r1 = S.solve()
+    r2 = S.solve()
+    r3 = S.solve(x0=r1.x, y0=r1.y, z0=r1.z)
+    for r in (r1, r2, r3):
+        assert r.status == Status.SOLVED
+        assert_kkt(r, P, 1e-9)
+        np.testing.assert_allclose(r.x, r1.x, atol=1e-7)
+
+
+def test_solver_update_through_infeasibility_and_back():
+    """Update a feasible problem into an inconsistent one (closest) and back."""
+    P = gen("random_qp", n=30, n_eq=4, n_in=15, seed=13)
+    # append an inequality row x_0 in [lo, hi] that we can make inconsistent with an equality on x_0
+    e0 = sp.csc_matrix(([1.0], ([0], [0])), shape=(1, P.n))
+    A = sp.vstack([P.A, e0], format="csc")
+    b = np.concatenate([P.b, [0.0]])
+    C = sp.vstack([P.C, e0], format="csc")
+    l = np.concatenate([P.l, [-1.0]])
+    u = np.concatenate([P.u, [1.0]])
+    Pa = make_problem(P.H, P.g, A, b, C, l, u)
+    ref_a = reference_solve(Pa)
+    if ref_a["fun"] is None:
+        pytest.skip("generated problem not feasible")
+    S = sparseqp.Solver(Pa.H, Pa.g, Pa.A, Pa.b, Pa.C, Pa.l, Pa.u)
+    r = S.solve()
+    assert r.status == Status.SOLVED
+    b_bad = b.copy()
+    b_bad[-1] = 3.0
+    S.update(b=b_bad)
+    Pb = make_problem(P.H, P.g, A, b_bad, C, l, u, name="updated_infeasible")
+    r = S.solve()
+    _check_closest(Pb, r)
+    S.update(b=b)
+    r = S.solve()
+    assert r.status == Status.SOLVED
+    assert_kkt(r, Pa, 1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs are never modified; all input formats agree
+# ----------------------------------------------------------------------------------------------
+def _snapshot(obj):
+    if sp.issparse(obj):
+        snap = {"format": obj.format, "shape": obj.shape, "dtype": obj.dtype}
+        for attr in ("data", "indices", "indptr", "row", "col", "coords", "offsets"):
+            if hasattr(obj, attr):
+                v = getattr(obj, attr)
+                snap[attr] = copy.deepcopy(v)
+        return snap
+    return copy.deepcopy(obj)
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, tuple) and a and isinstance(a[0], np.ndarray):
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), "array modified"
+    else:
+        assert a == b, f"{a!r} != {b!r}"
+
+
+def _messy_inputs(seed=0):
+    """Sparse inputs in non-canonical state: COO with duplicates, CSR with unsorted indices,
+    int dtype, explicit zeros."""
+    P = gen("random_qp", n=25, n_eq=5, n_in=12, seed=seed)
+    Hc = P.H.tocoo()
+    # split every entry into two halves -> duplicates
+    H = sp.coo_matrix((np.concatenate([Hc.data / 2, Hc.data / 2]),
+                       (np.concatenate([Hc.row, Hc.row]), np.concatenate([Hc.col, Hc.col]))),
+                      shape=Hc.shape)
+    A = P.A.tocsr()
+    A.indices = A.indices.copy()
+    for i in range(A.shape[0]):  # reverse the indices within each row: unsorted
+        s, e = A.indptr[i], A.indptr[i + 1]
+        A.indices[s:e] = A.indices[s:e][::-1].copy()
+        A.data[s:e] = A.data[s:e][::-1].copy()
+    A.has_sorted_indices = False
+    C = P.C.tocsc().copy()
+    C.data[0] = 0.0  # explicit zero kept in the structure
+    C = C.tocsc()
+    return P, H, A, C
+
+
+def test_inputs_not_modified_sparse():
+    P, H, A, C = _messy_inputs()
+    g = P.g.copy()
+    b = P.b.copy()
+    l = P.l.copy()
+    u = P.u.copy()
+    x0 = np.ones(P.n)
+    y0 = np.zeros(P.n_eq)
+    z0 = np.zeros(P.n_in)
+    before = [_snapshot(v) for v in (H, g, A, b, C, l, u, x0, y0, z0)]
+    r = sparseqp.solve(H, g, A, b, C, l, u, x0=x0, y0=y0, z0=z0)
+    after = [_snapshot(v) for v in (H, g, A, b, C, l, u, x0, y0, z0)]
+    for bfr, aft in zip(before, after):
+        _same(bfr, aft)
+    assert r.status == Status.SOLVED
+    # the returned arrays are not views of the inputs
+    r.x[:] = 123.0
+    assert not np.any(x0 == 123.0)
+
+
+def test_inputs_not_modified_problem_and_solver():
+    P, H, A, C = _messy_inputs(seed=1)
+    Pc = make_problem(H, P.g, A, P.b, C, P.l, P.u)
+    before = [_snapshot(v) for v in (Pc.H, Pc.g, Pc.A, Pc.b, Pc.C, Pc.l, Pc.u)]
+    sparseqp.solve(Pc)
+    S = sparseqp.Solver(H, P.g, A, P.b, C, P.l, P.u)
+    snap_solver_inputs = [_snapshot(v) for v in (H, P.g, A, P.b, C, P.l, P.u)]
+    S.solve()
+    g2 = P.g + 0.1
+    H2 = H.copy()
+    H2.data = H2.data * 2.0
+    snap_upd = [_snapshot(v) for v in (g2, H2)]
+    S.update(g=g2, H=H2)
+    r = S.solve()
+    assert r.status == Status.SOLVED
+    for bfr, v in zip(before, (Pc.H, Pc.g, Pc.A, Pc.b, Pc.C, Pc.l, Pc.u)):
+        _same(bfr, _snapshot(v))
+    for bfr, v in zip(snap_solver_inputs, (H, P.g, A, P.b, C, P.l, P.u)):
+        _same(bfr, _snapshot(v))
+    for bfr, v in zip(snap_upd, (g2, H2)):
+        _same(bfr, _snapshot(v))
+
+
+def test_inputs_not_modified_dense_and_lists():
+    P = gen("random_qp", n=10, n_eq=2, n_in=5, seed=3)
+    H = P.H.toarray()
+    A = P.A.toarray().tolist()
+    C = P.C.toarray()
+    g = P.g.tolist()
+    b = P.b.tolist()
+    l = P.l.tolist()
+    u = P.u.tolist()
+    before = [copy.deepcopy(v) for v in (H, A, C, g, b, l, u)]
+    r = sparseqp.solve(H, g, A, b, C, l, u)
+    assert r.status == Status.SOLVED
+    for bfr, v in zip(before, (H, A, C, g, b, l, u)):
+        if isinstance(v, np.ndarray):
+            assert np.array_equal(bfr, v)
+        else:
+            assert bfr == v
+
+
+FORMATS = {
+    "csr_matrix": lambda M: sp.csr_matrix(M),
+    "csc_matrix": lambda M: sp.csc_matrix(M),
+    "coo_matrix": lambda M: sp.coo_matrix(M),
+    "lil_matrix": lambda M: sp.lil_matrix(M),
+    "csr_array": lambda M: sp.csr_array(M),
+    "csc_array": lambda M: sp.csc_array(M),
+    "coo_array": lambda M: sp.coo_array(M),
+    "ndarray": lambda M: sp.csc_matrix(M).toarray(),
+    "list": lambda M: sp.csc_matrix(M).toarray().tolist(),
+    "float32": lambda M: sp.csc_matrix(M).astype(np.float32),
+}
+
+
+@pytest.fixture(scope="module")
+def format_problem():
+    # data exactly representable in float32 so that the float32 variant is the same problem
+    P = gen("random_qp", n=20, n_eq=4, n_in=10, seed=21)
+    rnd = lambda M: sp.csc_matrix((np.round(M.data * 64) / 64, M.indices, M.indptr), shape=M.shape)  # noqa: E731
+    H = rnd(P.H)
+    H = (H + H.T) / 2
+    H = rnd(H)
+    return make_problem(H + 0.5 * sp.eye(P.n), P.g, rnd(P.A), P.b, rnd(P.C), P.l, P.u)
+
+
+@pytest.fixture(scope="module")
+def format_reference(format_problem):
+    r = sparseqp.solve(format_problem)
+    assert r.status == Status.SOLVED
+    return r
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_input_formats_same_solution(fmt, format_problem, format_reference):
+    P = format_problem
+    conv = FORMATS[fmt]
+    vec = (lambda v: v.tolist()) if fmt == "list" else (lambda v: v)
+    r = sparseqp.solve(conv(P.H), vec(P.g), conv(P.A), vec(P.b), conv(P.C), vec(P.l), vec(P.u))
+    assert r.status == Status.SOLVED
+    np.testing.assert_allclose(r.x, format_reference.x, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(r.y, format_reference.y, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(r.z, format_reference.z, rtol=0, atol=1e-8)
+
+
+def test_vector_shapes_column_vectors():
+    P = gen("random_qp", n=10, n_eq=2, n_in=4, seed=2)
+    r1 = sparseqp.solve(P.H, P.g, P.A, P.b, P.C, P.l, P.u)
+    r2 = sparseqp.solve(P.H, P.g.reshape(-1, 1), P.A, P.b.reshape(-1, 1), P.C,
+                        P.l.reshape(-1, 1), P.u.reshape(1, -1))
+    np.testing.assert_allclose(r1.x, r2.x, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# limits, non-convexity
+# ----------------------------------------------------------------------------------------------
+def test_max_iter_one():
+    P = gen("random_qp", n=200, n_eq=20, n_in=100, seed=3)
+    r = sparseqp.solve(P, max_iter=1)
+    assert r.status == Status.MAX_ITER_REACHED, f"{r.status!r}"
+    assert not r.success
+    assert r.nit <= 1
+    assert r.x.shape == (P.n,) and r.y.shape == (P.n_eq,) and r.z.shape == (P.n_in,)
+    assert np.all(np.isfinite(r.x))
+
+
+def test_time_limit_tiny():
+    P = gen("random_qp", n=3000, n_eq=300, n_in=1500, seed=4)
+    r = sparseqp.solve(P, time_limit=1e-6)
+    assert r.status == Status.TIME_LIMIT_REACHED, f"{r.status!r}"
+    assert not r.success
+    assert r.x.shape == (P.n,)
+
+
+def test_time_limit_generous_is_solved():
+    P = gen("random_qp", n=50, n_eq=5, n_in=25, seed=4)
+    r = sparseqp.solve(P, time_limit=100.0)
+    assert r.status == Status.SOLVED
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n", [5, 40])
+def test_nonconvex_never_solved(n, seed):
+    P = gen("nonconvex_qp", n=n, seed=seed)
+    try:
+        r = sparseqp.solve(P)
+    except ValueError:
+        return
+    assert r.status == Status.NUMERICAL_ERROR, f"{P.name}: nonconvex H gave {r.status!r}"
+    assert not r.success
+
+
+@pytest.mark.parametrize("n", [3, 30])
+def test_nonconvex_unconstrained_never_solved(n):
+    rng = np.random.default_rng(n)
+    d = np.concatenate([[-1.0], rng.uniform(0.5, 2.0, n - 1)])
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    H = Q @ np.diag(d) @ Q.T
+    H = (H + H.T) / 2
+    try:
+        r = sparseqp.solve(H, rng.standard_normal(n))
+    except ValueError:
+        return
+    assert r.status == Status.NUMERICAL_ERROR, f"nonconvex H gave {r.status!r}"
+    assert not r.success
