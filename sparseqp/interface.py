@@ -98,6 +98,8 @@ class Solver:
         """
         t0 = time.perf_counter()
         p = self.problem
+        if g is not None:
+            g = as_vector(g, "g", p.n)
         newH = p.H if H is None else self._on_pattern(H, p.H, "H", upper)
         newA = p.A if A is None else self._on_pattern(A, p.A, "A")
         newC = p.C if C is None else self._on_pattern(C, p.C, "C")
@@ -176,6 +178,7 @@ class Solver:
         res.solve_time = solve_time
         res._solver = self
         res._version = self._version
+        res._forward = {"sc": sc, "fact_id": kkt.fact_id, "settings": st, "problem": self.problem}
         if st.verbose:
             print(f"status: {res.status.name}  fun: {res.fun:.10g}  prim: {res.prim_res:.2e}  "
                   f"dual: {res.dual_res:.2e}  iter: {res.nit}  newton: {res.n_newton}  "
@@ -213,6 +216,10 @@ class Solver:
             s_eq = np.zeros(p.n_eq)
             s_in = np.zeros(p.n_in)
         elif status == Status.SOLVED_CLOSEST_FEASIBLE:
+            # entries at the tolerance level are feasibility noise, not shifts
+            tau = st.eps_abs
+            s_eq = np.where(np.abs(s_eq) > tau, s_eq, 0.0)
+            s_in = np.where(np.abs(s_in) > tau, s_in, 0.0)
             y, z = _canonical_shifted_multipliers(y, z, s_eq, s_in)
         rp, rd = p.residuals(x, y, z)
         if status == Status.SOLVED_CLOSEST_FEASIBLE:

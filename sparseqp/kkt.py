@@ -64,6 +64,18 @@ class ScaledProblem:
         self.b = E * problem.b
         self.l = F * problem.l
         self.u = F * problem.u
+        # shared by copies with other b, l, u: the KKT values only depend on H, A, C
+        self.values_key = object()
+
+    def shifted(self, s_eq, s_in):
+        """Copy with A x = b + s_eq and bounds moved by s_in (scaled shifts; s_in_i > 0 moves
+        the upper bound up, s_in_i < 0 the lower bound down). Matrices are shared."""
+        out = object.__new__(ScaledProblem)
+        out.__dict__.update(self.__dict__)
+        out.b = self.b + s_eq
+        out.l = self.l + np.minimum(s_in, 0.0)
+        out.u = self.u + np.maximum(s_in, 0.0)
+        return out
 
     @staticmethod
     def _cost_scale(H, g):
@@ -115,6 +127,8 @@ class KKTSystem:
         self.t_fact = 0.0
         self.t_solve = 0.0
         self.n_solves = 0
+        self.fact_id = 0
+        self._values_of = None
         self.set_values(sc)
 
     # pattern -------------------------------------------------------------------------------
@@ -170,10 +184,17 @@ class KKTSystem:
         self.data[self._a_pos] = sc.A.data
         self._c_data = np.ascontiguousarray(sc.C.data)
         self.rho = None  # force a refactorization
+        self.solver_valid_for = None
+        self._values_of = sc
+
+    def ensure_values(self, sc: ScaledProblem):
+        """Load ``sc``'s values unless they are the ones loaded (identity check)."""
+        if self._values_of is None or self._values_of.values_key is not sc.values_key:
+            self.set_values(sc)
 
     # factorization -------------------------------------------------------------------------
     def matches(self, rho, mu_eq, mu_in, active) -> bool:
-        return (self.solver is not None and self.rho == rho
+        return (self.solver is not None and self.rho is not None and self.rho == rho
                 and self.mu_eq is mu_eq and self.mu_in is mu_in
                 and np.array_equal(self.active != 0, active != 0))
 
@@ -195,6 +216,7 @@ class KKTSystem:
             self.solver.update(self.K, upper=True)
         self.t_fact = time.perf_counter() - t0
         self.n_factorizations += 1
+        self.fact_id += 1
         self.rho, self.mu_eq, self.mu_in = rho, mu_eq, mu_in
         self.active = active.copy()
 

@@ -53,6 +53,25 @@ class Result(dict):
         C dx in the recession cone of [l, u] and g'dx < 0.
     """
 
+    # derivatives (see sparseqp.derivatives) -------------------------------------------------
+    def vjp(self, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None):
+        """Gradients of a loss w.r.t. (H, g, A, b, C, l, u); see :func:`sparseqp.derivatives.vjp`."""
+        from .derivatives import vjp
+
+        return vjp(self, dx, dy, dz, ds_eq, ds_in)
+
+    def jvp(self, dH=None, dg=None, dA=None, db=None, dC=None, dl=None, du=None):
+        """Directional derivative of the solution; see :func:`sparseqp.derivatives.jvp`."""
+        from .derivatives import jvp
+
+        return jvp(self, dH, dg, dA, db, dC, dl, du)
+
+    def jacobian(self, wrt="b", index=None, of="x"):
+        """Jacobian of ``of`` w.r.t. a vector parameter; see :func:`sparseqp.derivatives.jacobian`."""
+        from .derivatives import jacobian
+
+        return jacobian(self, wrt=wrt, index=index, of=of)
+
     def __getattr__(self, name):
         try:
             return self[name]

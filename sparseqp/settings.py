@@ -62,6 +62,9 @@ class Settings:
         Backward (derivative) solve: relative residual targeted by iterative refinement.
     bw_reg : float
         Backward (derivative) solve: size of the regularization of the KKT matrix (rho_b, mu_b).
+    bw_closest_eps : float
+        Closest-feasible derivatives: the elastic parameter eps of the problem whose eps -> 0
+        limit is the closest feasible QP (relative to the largest row scaling).
     bw_max_refine : int
         Backward (derivative) solve: maximum iterative refinement steps.
     active_tol : float
@@ -89,6 +92,7 @@ class Settings:
     pcg_max_iter: int = 40
     bw_tol: float = 1e-11
     bw_reg: float = 1e-9
+    bw_closest_eps: float = 1e-8
     bw_max_refine: int = 30
     active_tol: float = 1e-7
 
@@ -123,7 +127,8 @@ def make_settings(base: Settings | None = None, **kwargs) -> Settings:
     s = dataclasses.replace(base if base is not None else Settings(), **kwargs)
     for name in ("eps_abs", "eps_rel", "eps_infeas", "bw_tol", "bw_reg", "active_tol"):
         _check_positive(name, getattr(s, name), allow_zero=True)
-    for name in ("rho", "mu_eq", "mu_in", "mu_min_eq", "mu_min_in", "mu_closest"):
+    for name in ("rho", "mu_eq", "mu_in", "mu_min_eq", "mu_min_in", "mu_closest",
+                 "bw_closest_eps"):
         _check_positive(name, getattr(s, name))
     if s.eps_abs == 0 and s.eps_rel == 0:
         raise ValueError("eps_abs and eps_rel cannot both be 0")

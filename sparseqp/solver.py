@@ -72,6 +72,8 @@ class ProxALM:
         self.nit = 0
         self.certificate = None
         self.nonconvex_msg = None
+        self.allow_closest = True
+        self.closest_done = False
         n, m, p = sc.n, sc.m, sc.p
         self._z = np.zeros(p)
         self._active = np.zeros(p, dtype=np.int8)
@@ -181,11 +183,28 @@ class ProxALM:
         budget = min(self.st.pcg_max_iter, affordable)
         return budget if n_changed + 2 <= budget else 0
 
+    def _refined(self, rhs, rho, mu_eq, mu_in, active):
+        """Direct solve with the matching factorization plus iterative refinement: with small
+        penalties the KKT matrix is ill-conditioned and one solve loses digits."""
+        kkt = self.kkt
+        dx = kkt.solve_x(rhs)
+        target = 1e-12 * max(_kernels.norm2(rhs), 1e-300)
+        prev = np.inf
+        for _ in range(3):
+            r = rhs - self._reduced_matvec(dx, rho, mu_eq, mu_in, active)
+            rn = _kernels.norm2(r)
+            if rn <= target or rn >= 0.5 * prev:
+                break
+            prev = rn
+            dx = dx + kkt.solve_x(r)
+        return dx
+
     def _newton_direction(self, grad, rho, mu_eq, mu_in, active, n_changed):
         kkt = self.kkt
-        same_pen = kkt.solver is not None and kkt.rho == rho and kkt.mu_eq is mu_eq and kkt.mu_in is mu_in
+        same_pen = (kkt.solver is not None and kkt.rho is not None and kkt.rho == rho
+                    and kkt.mu_eq is mu_eq and kkt.mu_in is mu_in)
         if same_pen and n_changed == 0:
-            return kkt.solve_x(-grad)
+            return self._refined(-grad, rho, mu_eq, mu_in, active)
         if same_pen:
             budget = self._pcg_budget(n_changed)
             if budget:
@@ -193,7 +212,7 @@ class ProxALM:
                 if dx is not None:
                     return dx
         self._factorize(rho, mu_eq, mu_in, active)
-        return kkt.solve_x(-grad)
+        return self._refined(-grad, rho, mu_eq, mu_in, active)
 
     def _factorize(self, rho, mu_eq, mu_in, active):
         kkt = self.kkt
@@ -210,6 +229,7 @@ class ProxALM:
         """Approximately minimize the proximal AL; returns (x, y, z, Ax, Cx, converged)."""
         sc, kkt = self.sc, self.kkt
         z, active = self._z, self._active
+        stall = 0
         for _ in range(self.st.max_iter_in):
             Ax = sc.A @ x if sc.m else np.zeros(0)
             Cx = sc.C @ x if sc.p else np.zeros(0)
@@ -226,8 +246,10 @@ class ProxALM:
             if sc.p:
                 grad += sc.Ct @ z
             # eps_in is a tolerance on the unscaled gradient, like the dual residual
-            if _kernels.scaled_inf_norm(grad, self._dual_unscale, False) <= eps_in:
+            gnorm = _kernels.scaled_inf_norm(grad, self._dual_unscale, False)
+            if gnorm <= eps_in:
                 return x, y, z.copy(), Ax, Cx, True
+
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 return x, y, z.copy(), Ax, Cx, False
             dx = self._newton_direction(grad, rho, mu_eq, mu_in, active, n_changed)
@@ -240,7 +262,15 @@ class ProxALM:
                 alpha = self._line_search(x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in)
                 if alpha is None:
                     return x, y, z.copy(), Ax, Cx, False
+            step = alpha * _kernels.inf_norm(dx)
             x = x + alpha * dx
+            # rounding floor of an ill-conditioned system: steps that no longer move x
+            if step <= 1e-15 * max(1.0, _kernels.inf_norm(x)):
+                stall += 1
+                if stall >= 3:
+                    break
+            else:
+                stall = 0
         Ax = sc.A @ x if sc.m else np.zeros(0)
         Cx = sc.C @ x if sc.p else np.zeros(0)
         y = ye + (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
@@ -350,6 +380,7 @@ class ProxALM:
 
     def _run(self, x, y, z, mu_eq0, mu_in0):
         sc, st = self.sc, self.st
+        self.kkt.ensure_values(sc)
         eps_abs, eps_rel = st.eps_abs, st.eps_rel
         rho = st.rho
         mu_eq = mu_eq0 if mu_eq0 is not None else np.full(sc.m, st.mu_eq)
@@ -375,14 +406,16 @@ class ProxALM:
             if rp <= tol_p and rd <= tol_d:
                 status = Status.SOLVED
                 break
-            if closest and rd <= tol_d:
+            if closest and self.allow_closest:
                 rs = self._shift_residual(Ax, Cx)
-                if rs <= eps_abs + eps_rel * max(ps, 1.0) and self._x_converged(x, xe, eps_abs):
-                    status = Status.SOLVED_CLOSEST_FEASIBLE
-                    info["shift_res"] = rs
-                    y, z = self._recenter(y, z, Ax, Cx)
-                    y, z = self._polish_multipliers(x, y, z, rho, mu_eq, mu_in)
-                    break
+                if rs <= eps_abs + eps_rel * max(ps, 1.0):
+                    # The shift is optimal: solve the shifted (consistent) QP, same matrices
+                    # and factorization pattern, warm-started. The ALM converges on it at its
+                    # usual rate with finite multipliers, unlike on the inconsistent one.
+                    st_sh, state_sh = self._solve_shifted(x, Ax, Cx)
+                    if st_sh is not None:
+                        self.closest_done = True
+                        return st_sh, state_sh, info
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
@@ -394,8 +427,9 @@ class ProxALM:
                         self.certificate = cert
                         status = Status.PRIMAL_INFEASIBLE
                         break
-                    closest = True
-                    mu_eq, mu_in = self._closest_penalties(mu_eq, mu_in)
+                    if self.allow_closest:
+                        closest = True
+                        mu_eq, mu_in = self._closest_penalties(mu_eq, mu_in)
             if rd > tol_d and rp <= max(tol_p, 1e-3 * rp_prev):
                 cert = self._dual_certificate(dx)
                 if cert is not None:
@@ -403,12 +437,6 @@ class ProxALM:
                     status = Status.DUAL_INFEASIBLE
                     break
             # multiplier update and penalty schedule
-            if closest:
-                # The ALM multipliers diverge along the shift direction on an inconsistent
-                # problem; any point of that ray is a multiplier of the shifted QP, so keep the
-                # canonical one: it leaves the fixed point unchanged and keeps y, z (and the
-                # rounding in A'y + C'z) bounded.
-                y, z = self._recenter(y, z, Ax, Cx)
             ye, ze, xe = y, z, x
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
                 mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
@@ -417,6 +445,34 @@ class ProxALM:
             eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
         state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
         return status, state, info
+
+    def _solve_shifted(self, x, Ax, Cx):
+        """Up to three rounds: shift the data by the current shift, solve from x."""
+        sc = self.sc
+        for _ in range(3):
+            s_eq = Ax - sc.b if sc.m else np.zeros(0)
+            s_in = np.empty(sc.p)
+            _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+            sub = ProxALM(sc.shifted(s_eq, s_in), self.kkt, self.st, self.deadline, self.log)
+            sub.allow_closest = False
+            st, state, _ = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
+            self.n_newton += sub.n_newton
+            self.n_pcg += sub.n_pcg
+            self.nit += sub.nit
+            if st == Status.SOLVED:
+                Ax = sc.A @ state.x if sc.m else np.zeros(0)
+                Cx = sc.C @ state.x if sc.p else np.zeros(0)
+                rp, _, ps, _ = self._unscaled_residuals(state.x, state.y, state.z, Ax, Cx)
+                if rp <= self.st.eps_abs + self.st.eps_rel * ps:
+                    return Status.SOLVED, state  # the shift vanished: it was consistent
+                state.closest = True
+                return Status.SOLVED_CLOSEST_FEASIBLE, state
+            if st in (Status.TIME_LIMIT_REACHED, Status.NUMERICAL_ERROR):
+                return st, state
+            x = state.x
+            Ax = sc.A @ x if sc.m else np.zeros(0)
+            Cx = sc.C @ x if sc.p else np.zeros(0)
+        return None, None
 
     def _recenter(self, y, z, Ax, Cx):
         from .interface import _canonical_shifted_multipliers

@@ -1,0 +1,206 @@
+"""Batched forward + backward on the sticky worker pool (sparseqp.batch), with printed figures.
+
+A batch of MPC problems (oscillating masses, nx=10, nu=5, horizon 130: n = 1960 variables,
+1310 equalities, 1950 bounds), each with its own initial state; forward = ``solve_batch``,
+backward = ``vjp_batch`` with a random dx per problem. Figures (best of ``--repeat`` runs):
+
+* in-process (n_jobs=1) against the local pool with 1 and 2 workers, speedup;
+* the pool's overhead per problem: worker idle time between requests (parent encoding,
+  pickling, pipe transfer, decoding) as % of the worker's busy time; bytes per problem;
+* the machine's parallel capacity at that moment: the same solves run concurrently in each
+  worker with no dispatch at all (the ceiling for any speedup; the machine may be shared);
+* start methods: start-up of a 2-worker pool and replacement of a killed worker, for
+  forkserver / spawn / fork;
+* re-solves after eviction (cache smaller than the batch);
+* the Ray backend beside the local pool (when ray is installed; ``--no-ray`` skips it).
+
+Run: ``python benchmarks/bench_batch.py`` (about 2 minutes; ``--quick``: 16 problems, 1 run).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import time
+
+import numpy as np
+
+import sparseqp
+from sparseqp.batch import WorkerPool, solve_batch, vjp_batch
+from sparseqp.problems import mpc_qp
+
+
+def make_batch(size, horizon, seed=0):
+    mpc = mpc_qp(nx=10, nu=5, horizon=horizon, seed=seed)
+    rng = np.random.default_rng(seed)
+    scale = np.r_[2.0 * np.ones(5), np.ones(5)]
+    problems = [mpc.with_x0(rng.uniform(-1.0, 1.0, 10) * scale) for _ in range(size)]
+    dx = [rng.standard_normal(p.n) for p in problems]
+    return problems, dx
+
+
+def timed_solves(problems, dx):
+    """Forward + backward of ``problems`` in this process; returns the seconds taken."""
+    t0 = time.perf_counter()
+    for p, d in zip(problems, dx):
+        sparseqp.Solver(p).solve().vjp(dx=d)
+    return time.perf_counter() - t0
+
+
+def run_once(problems, dx, executor=None, n_jobs=None):
+    gc.collect()
+    t0 = time.perf_counter()
+    results = solve_batch(problems, executor=executor, n_jobs=n_jobs)
+    t1 = time.perf_counter()
+    vjp_batch(results, dx=dx)
+    t2 = time.perf_counter()
+    del results
+    gc.collect()
+    return t1 - t0, t2 - t1
+
+
+def pool_run(pool, problems, dx):
+    """One forward + backward on ``pool``: (forward s, backward s, counters of this run)."""
+    before = pool.stats()
+    fw, bw = run_once(problems, dx, executor=pool)
+    after = pool.stats()
+    return fw, bw, {k: after[k] - before[k] for k in after}
+
+
+def capacity(pool, problems, dx):
+    """Throughput of 2 processes solving at once with no dispatch, relative to one alone."""
+    half = len(problems) // 2
+    alone = timed_solves(problems[:half], dx[:half])
+    together = max(pool.broadcast(timed_solves, problems[:half], dx[:half]))
+    return 2 * alone / together
+
+
+def interleaved(configs, repeat):
+    """Run every config once per round (so that load changes hit all alike); best round each."""
+    runs = {name: [] for name in configs}
+    for _ in range(repeat):
+        for name, fn in configs.items():
+            runs[name].append(fn())
+    return {name: min(r, key=lambda t: t[0] + t[1]) if isinstance(r[0], tuple) else max(r)
+            for name, r in runs.items()}
+
+
+def print_row(label, fw, bw, t_seq):
+    print(f"  {label:<28} {fw:7.2f} s {bw:7.2f} s {fw + bw:6.2f} s   {t_seq / (fw + bw):4.2f}x")
+
+
+def overhead_line(label, n_workers, delta, n):
+    busy = delta["worker_busy_s"]
+    idle = n_workers * delta["wall_s"] - busy
+    kb = (delta["bytes_sent"] + delta["bytes_received"]) / n / 1024
+    parent = (delta["encode_s"] + delta["decode_s"]) / n * 1e3
+    print(f"  {label:<28} worker idle {100 * idle / busy:5.2f}% of busy time "
+          f"({1e3 * idle / n:6.2f} ms/problem), parent encode+decode {parent:5.2f} ms/problem, "
+          f"{kb:6.0f} KiB/problem, {delta['messages']} messages")
+
+
+def start_methods(problems, dx):
+    print("\nstart methods (2 workers): start-up, replacement of a SIGKILLed worker, fw+bw")
+    for method in ("forkserver", "spawn", "fork"):
+        t0 = time.perf_counter()
+        pool = WorkerPool(2, context=method).start()
+        t_start = time.perf_counter() - t0
+        fw, bw = run_once(problems, dx, executor=pool)
+        victim = pool.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        pool.start()                          # notices the death, starts a new worker
+        t_replace = time.perf_counter() - t0
+        pool.close()
+        print(f"  {method:<11} start {t_start:6.2f} s   replace {t_replace:6.2f} s   "
+              f"fw+bw {fw + bw:6.2f} s")
+
+
+def eviction(problems, dx, cache):
+    with WorkerPool(2, cache_size=cache) as pool:
+        pool.start()
+        fw, bw = run_once(problems, dx, executor=pool)
+        st = pool.stats()
+        info = pool.worker_info()
+    evicted = sum(w["evicted"] for w in info)
+    print(f"\neviction: cache_size={cache} per worker, {len(problems)} problems: "
+          f"{evicted} states evicted, {st['resolves_evicted']} re-solved for the backward "
+          f"(fw {fw:.2f} s, bw {bw:.2f} s)")
+
+
+def ray_figures(problems, dx, repeat):
+    try:
+        import ray
+        from sparseqp.ray_backend import RayPool
+    except ImportError:
+        print("\nray: not installed")
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        pool = RayPool(2).start()
+        t_start = time.perf_counter() - t0
+        best = interleaved({"seq": lambda: run_once(problems, dx),
+                            "ray": lambda: pool_run(pool, problems, dx)}, repeat)
+        t_seq = sum(best["seq"])
+        print(f"\nray (2 actors, ray.init(num_cpus=2), start-up {t_start:.2f} s), "
+              f"measured in rounds with in-process runs:")
+        print_row("in-process (n_jobs=1)", *best["seq"], t_seq)
+        print_row("ray, 2 actors", *best["ray"][:2], t_seq)
+        overhead_line("ray, 2 actors", 2, best["ray"][2], len(problems))
+        pool.close()
+    finally:
+        ray.shutdown()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--horizon", type=int, default=130)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cache", type=int, default=8, help="cache_size of the eviction run")
+    ap.add_argument("--quick", action="store_true", help="16 problems, one run")
+    ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-start-methods", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.batch, args.repeat = 16, 1
+    problems, dx = make_batch(args.batch, args.horizon)
+    p = problems[0]
+    print(f"batch: {len(problems)} MPC problems, n={p.n}, n_eq={p.n_eq}, n_in={p.n_in}, "
+          f"nnz(H, A, C)=({p.H.nnz}, {p.A.nnz}, {p.C.nnz}); CPUs {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+    pools = {n: WorkerPool(n).start() for n in (1, 2)}
+    best = interleaved({
+        "seq": lambda: run_once(problems, dx),
+        1: lambda: pool_run(pools[1], problems, dx),
+        2: lambda: pool_run(pools[2], problems, dx),
+        "capacity": lambda: capacity(pools[2], problems, dx),
+    }, args.repeat)
+    for pool in pools.values():
+        pool.close()
+    t_seq = sum(best["seq"])
+    print(f"\n{'':<30} {'forward':>9} {'backward':>9} {'total':>8}  speedup")
+    print_row("in-process (n_jobs=1)", *best["seq"], t_seq)
+    for n in (1, 2):
+        print_row(f"pool, {n} worker(s)", *best[n][:2], t_seq)
+    print("\noverhead of the pool (best run):")
+    for n in (1, 2):
+        overhead_line(f"pool, {n} worker(s)", n, best[n][2], len(problems))
+    speedup = t_seq / sum(best[2][:2])
+    print(f"\nparallel capacity of this machine now: 2 processes solving with no dispatch "
+          f"give {best['capacity']:.2f}x one process\n  (best round); the 2-worker pool "
+          f"reaches {speedup:.2f}x = {100 * speedup / best['capacity']:.0f}% of that")
+    if not args.no_start_methods:
+        start_methods(problems[:16], dx[:16])
+    eviction(problems, dx, args.cache)
+    if not args.no_ray:
+        ray_figures(problems, dx, args.repeat)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Derivatives of a solved QP: reverse mode (VJP), forward mode (JVP) and Jacobians.
+
+Feasible solution (status SOLVED), active set J (rows with z_i != 0): the solution map is
+differentiated through the KKT system
+
+    K0 = [ H    A'   C_J' ]        K0 (dx, dy, dz_J) = -(dH x + dg + dA'y + dC_J'z_J,
+         [ A    0    0    ]                               dA x - db,
+         [ C_J  0    0    ]                               dC_J x - d(bound)_J)
+
+and inactive rows keep dz_i = 0. Closest-feasible solution (SOLVED_CLOSEST_FEASIBLE): it is the
+eps -> 0 limit of the elastic problem min f(x) + |s|^2 / (2 eps) s.t. Ax - s_eq = b,
+l <= Cx - s_in <= u, whose KKT matrix is K0 with -eps blocks (weighted like the forward's closest
+mode, so the shift is measured in the unscaled l2 norm) and whose multipliers are
+y_eps = y + s_eq / eps, z_eps = z + s_in / eps. We differentiate that system at a small eps
+(``bw_closest_eps``); the shifts s_eq = A x - b, s_in = C_S x - bound_S are differentiated with it.
+
+Linear algebra: everything runs on the Ruiz-scaled problem against the factorization the forward
+pass left behind (a regularized K0), with iterative refinement against the target matrix. No new
+symbolic analysis ever; a numeric refactorization (regularization ``bw_reg``) only when the
+stored factorization is for another active set or values, or when refinement stalls. Singular K0
+(dependent active rows, singular H, weakly active constraints): the refinement converges to the
+least-squares/minimum-norm solution where the system is consistent; where it is not, the
+iteration stops at its smallest residual, a finite element of the conservative Jacobian. The
+residual reached is reported in ``info``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels
+from .status import Status
+
+__all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
+
+
+class DerivativeError(ValueError):
+    """The result cannot be differentiated (failed solve, or unsupported cotangent)."""
+
+
+@dataclass
+class Gradients:
+    """Gradients of a scalar loss with respect to the QP data.
+
+    Attributes
+    ----------
+    H : scipy.sparse.csc_matrix, (n, n)
+        On exactly the pattern of the (canonical) H; symmetric.
+    g : ndarray, (n,)
+    A : scipy.sparse.csc_matrix, (n_eq, n)
+        On exactly the pattern of A.
+    b : ndarray, (n_eq,)
+    C : scipy.sparse.csc_matrix, (n_in, n)
+        On exactly the pattern of C (rows of inactive constraints are zero).
+    l, u : ndarray, (n_in,)
+    info : dict
+        ``n_factorizations`` (numeric refactorizations this call needed), ``n_refine``
+        (refinement steps), ``residual`` (relative residual of the KKT solve reached).
+    """
+
+    H: sp.csc_matrix
+    g: np.ndarray
+    A: sp.csc_matrix
+    b: np.ndarray
+    C: sp.csc_matrix
+    l: np.ndarray
+    u: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Tangents:
+    """Directional derivatives of the solution (forward mode), unscaled.
+
+    Attributes: x (n,), y (n_eq,), z (n_in,), s_eq (n_eq,), s_in (n_in,), info (dict as in
+    :class:`Gradients`).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    s_eq: np.ndarray
+    s_in: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def _csc_parts(M):
+    return (np.ascontiguousarray(M.indptr, dtype=np.int64),
+            np.ascontiguousarray(M.indices, dtype=np.int64))
+
+
+class Linearization:
+    """The linear system of the derivatives at one solved point (scaled space)."""
+
+    def __init__(self, result):
+        status = result.status
+        if status not in (Status.SOLVED, Status.SOLVED_CLOSEST_FEASIBLE):
+            raise DerivativeError(f"cannot differentiate a solve that ended with status "
+                                  f"{Status(status).name}")
+        fw = result._forward
+        self.solver = result._solver
+        self.sc = fw["sc"]
+        self.kkt = self.solver._kkt
+        self.fact_id = fw["fact_id"]
+        self.st = fw["settings"]
+        self.closest = status == Status.SOLVED_CLOSEST_FEASIBLE
+        self.problem = fw["problem"]
+        sc = self.sc
+        self.x, self.y, self.z = result.x, result.y, result.z
+        self.xs = sc.scale_x(self.x)
+        self.ys = sc.scale_y(self.y)
+        self.zs = sc.scale_z(self.z)
+        p = self.problem
+        self.s_in = result.s_in
+        self.s_eq = result.s_eq
+        shifted = self.s_in != 0
+        self.active = ((self.z != 0) | shifted).astype(np.int8)
+        # which bound each active row differentiates into: +1 upper, -1 lower
+        side = np.sign(self.z)
+        side[shifted] = np.sign(self.s_in[shifted])
+        eqrow = (p.l == p.u) & (self.active != 0) & (side == 0)
+        side[eqrow] = 1.0
+        self.side = side
+        if self.closest:
+            wmax = max(np.max(sc.E ** 2, initial=0.0), np.max(sc.F ** 2, initial=0.0))
+            eps = self.st.bw_closest_eps
+            self.delta_eq = eps * sc.E ** 2 / wmax
+            self.delta_in = eps * sc.F ** 2 / wmax
+            # elastic multipliers (scaled): y + s/eps
+            self.ys_el = self.ys + (sc.A @ self.xs - sc.b) / self.delta_eq if sc.m else self.ys
+            s_in_s = np.empty(sc.p)
+            _kernels.box_violation(sc.C @ self.xs, sc.l, sc.u, s_in_s)
+            self.zs_el = self.zs + s_in_s / self.delta_in if sc.p else self.zs
+        else:
+            self.delta_eq = np.zeros(sc.m)
+            self.delta_in = np.zeros(sc.p)
+            self.ys_el, self.zs_el = self.ys, self.zs
+        self.n_fact = 0
+        self._fallback = False
+
+    # ---------------------------------------------------------------------------------------
+    # the target matrix and the refined solve
+    # ---------------------------------------------------------------------------------------
+    def _matvec(self, u, inactive_diag):
+        sc, n, m = self.sc, self.sc.n, self.sc.m
+        ux, uy, uz = u[:n], u[n:n + m], u[n + m:]
+        out = np.empty_like(u)
+        ox = sc.H @ ux
+        if m:
+            ox += sc.At @ uy
+            out[n:n + m] = sc.A @ ux - self.delta_eq * uy
+        if sc.p:
+            zJ = np.empty(sc.p)
+            _kernels.mask_active(uz, self.active, zJ)
+            ox += sc.Ct @ zJ
+            cx = np.empty(sc.p)
+            _kernels.mask_active(sc.C @ ux, self.active, cx)
+            act = self.active != 0
+            out[n + m:] = np.where(act, cx - self.delta_in * uz, -inactive_diag * uz)
+        out[:n] = ox
+        return out
+
+    def _prepare_factorization(self):
+        """Use the forward factorization when it matches this point, else refactorize once."""
+        kkt = self.kkt
+        usable = (kkt.fact_id == self.fact_id and kkt._values_of is not None
+                  and kkt._values_of.values_key is self.sc.values_key
+                  and np.array_equal(kkt.active != 0, self.active != 0))
+        if not usable:
+            self._refactorize()
+
+    def _refactorize(self):
+        kkt, st = self.kkt, self.st
+        kkt.ensure_values(self.sc)
+        reg = st.bw_reg
+        mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
+        mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
+        kkt.factorize(reg, mu_eq, mu_in, self.active)
+        self.fact_id = kkt.fact_id
+        self.n_fact += 1
+        self._fallback = True
+
+    def solve(self, rhs):
+        """Solve target(K) u = rhs (scaled) by refinement on the stored factorization.
+
+        Returns (u, info).
+        """
+        st = self.st
+        self._prepare_factorization()
+        kkt = self.kkt
+        norm_rhs = _kernels.norm2(rhs)
+        if norm_rhs == 0.0:
+            return np.zeros_like(rhs), {"n_factorizations": self.n_fact, "n_refine": 0, "residual": 0.0}
+        n_ref = 0
+        while True:
+            inactive_diag = kkt.mu_in if self.sc.p else np.zeros(0)
+            u = kkt.solve(rhs)
+            best_u, best_r = u, np.inf
+            stalled = 0
+            for _ in range(st.bw_max_refine + 1):
+                r = rhs - self._matvec(u, inactive_diag)
+                rn = _kernels.norm2(r) / norm_rhs
+                if rn < best_r:
+                    if rn > 0.5 * best_r:
+                        stalled += 1
+                    best_u, best_r = u, rn
+                else:
+                    stalled += 1
+                if rn <= st.bw_tol or stalled >= 3:
+                    break
+                u = u + kkt.solve(r)
+                n_ref += 1
+            if best_r <= max(st.bw_tol * 1e3, 1e-8) or self._fallback:
+                break
+            # slow or stalled with the forward's (larger) penalties: one refactorization with
+            # the small backward regularization, then refine again
+            self._refactorize()
+        if not np.all(np.isfinite(best_u)):
+            best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
+        return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
+
+
+# ---------------------------------------------------------------------------------------------
+# reverse mode
+# ---------------------------------------------------------------------------------------------
+
+def _vec(v, name, size):
+    if v is None:
+        return np.zeros(size)
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.shape[0] != size:
+        raise ValueError(f"{name} has length {a.shape[0]}, expected {size}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return a
+
+
+def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
+    """Gradients of L with respect to (H, g, A, b, C, l, u) given dL/d(x, y, z, s_eq, s_in).
+
+    Parameters
+    ----------
+    result : Result
+        A SOLVED or SOLVED_CLOSEST_FEASIBLE result of :func:`sparseqp.solve` / ``Solver.solve``.
+    dx : array_like, (n,), optional
+    dy : array_like, (n_eq,), optional
+    dz : array_like, (n_in,), optional
+        Cotangents of the multipliers (feasible solutions only: a closest-feasible solution's
+        multipliers are not unique, see Result).
+    ds_eq : array_like, (n_eq,), optional
+    ds_in : array_like, (n_in,), optional
+        Cotangents of the shifts (closest-feasible solutions; ignored when the shift is 0).
+
+    Returns
+    -------
+    Gradients
+    """
+    lin = _linearization(result)
+    p, sc = lin.problem, lin.sc
+    n, m, q = p.n, p.n_eq, p.n_in
+    vx = _vec(dx, "dx", n)
+    vy = _vec(dy, "dy", m)
+    vz = _vec(dz, "dz", q)
+    vse = _vec(ds_eq, "ds_eq", m)
+    vsi = _vec(ds_in, "ds_in", q)
+    if lin.closest and (np.any(vy) or np.any(vz)):
+        raise DerivativeError("dy/dz cotangents are not supported for a closest-feasible "
+                              "solution: its multipliers are not unique")
+    shifted = lin.s_in != 0
+    if not lin.closest:
+        vse = np.zeros(m)
+        vsi = np.zeros(q)
+    else:
+        vsi = np.where(shifted, vsi, 0.0)
+    # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
+    vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
+    vz = np.where(lin.active != 0, vz, 0.0)
+    # scaled right-hand side (see module docstring of kkt for the scaling)
+    # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
+    rhs = np.concatenate((sc.c * sc.D * vx_tot, sc.E * vy, sc.F * vz))
+    u, info = lin.solve(rhs)
+    wx = sc.D * u[:n]
+    wy = sc.E * u[n:n + m] / sc.c
+    wz = sc.F * u[n + m:] / sc.c
+    wz = np.where(lin.active != 0, wz, 0.0)
+    # multipliers entering the parameter derivative (elastic ones for closest-feasible)
+    y_el = sc.unscale_y(lin.ys_el)
+    z_el = np.where(lin.active != 0, sc.unscale_z(lin.zs_el), 0.0)
+    x = lin.x
+    gH = _on_pattern(p.H, -0.5 * wx, x, -0.5 * x, wx)
+    gg = -wx
+    gA = _on_pattern(p.A, -y_el, wx, -wy, x) if m else p.A.copy()
+    gb = wy.copy()
+    gC = _on_pattern(p.C, -z_el, wx, -wz, x) if q else p.C.copy()
+    # explicit dependence of the shifts on A, b, C, bounds
+    if lin.closest:
+        if m:
+            gA = gA + _on_pattern(p.A, vse, x, np.zeros(m), np.zeros(n))
+            gb = gb - vse
+        if q:
+            gC = gC + _on_pattern(p.C, vsi, x, np.zeros(q), np.zeros(n))
+    gl = np.zeros(q)
+    gu = np.zeros(q)
+    if q:
+        up = (lin.active != 0) & (lin.side > 0)
+        lo = (lin.active != 0) & (lin.side < 0)
+        gu[up] = wz[up] - (vsi[up] if lin.closest else 0.0)
+        gl[lo] = wz[lo] - (vsi[lo] if lin.closest else 0.0)
+    return Gradients(H=gH, g=gg, A=gA, b=gb, C=gC, l=gl, u=gu, info=info)
+
+
+def _on_pattern(M, a, b, c, d):
+    """CSC matrix on M's pattern with entries a_i b_j + c_i d_j."""
+    indptr, indices = _csc_parts(M)
+    out = np.empty(M.nnz)
+    _kernels.outer_on_pattern(indptr, indices, np.ascontiguousarray(a, dtype=np.float64),
+                              np.ascontiguousarray(b, dtype=np.float64),
+                              np.ascontiguousarray(c, dtype=np.float64),
+                              np.ascontiguousarray(d, dtype=np.float64), out)
+    return sp.csc_matrix((out, M.indices.copy(), M.indptr.copy()), shape=M.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward mode
+# ---------------------------------------------------------------------------------------------
+
+def _mat(dM, M, name):
+    if dM is None:
+        return None
+    from .problem import as_csc
+
+    return as_csc(dM, name, M.shape)
+
+
+def jvp(result, dH=None, dg=None, dA=None, db=None, dC=None, dl=None, du=None) -> Tangents:
+    """Directional derivative of (x, y, z, s_eq, s_in) along a change of the data.
+
+    Parameters
+    ----------
+    result : Result
+        A SOLVED or SOLVED_CLOSEST_FEASIBLE result.
+    dH : sparse matrix or array_like, (n, n), optional
+        Symmetric direction for H (entries outside H's pattern are allowed).
+    dg : array_like, (n,), optional
+    dA : sparse matrix or array_like, (n_eq, n), optional
+    db : array_like, (n_eq,), optional
+    dC : sparse matrix or array_like, (n_in, n), optional
+    dl, du : array_like, (n_in,), optional
+
+    Returns
+    -------
+    Tangents
+        For a closest-feasible solution the multiplier tangents are those of the elastic
+        problem's finite part and are not unique; x and the shifts are.
+    """
+    lin = _linearization(result)
+    p = lin.problem
+    n, m, q = p.n, p.n_eq, p.n_in
+    dH_ = _mat(dH, p.H, "dH")
+    dA_ = _mat(dA, p.A, "dA")
+    dC_ = _mat(dC, p.C, "dC")
+    dg_ = _vec(dg, "dg", n)
+    db_ = _vec(db, "db", m)
+    dl_ = _vec(dl, "dl", q)
+    du_ = _vec(du, "du", q)
+    return _jvp_core(lin, dH_, dg_, dA_, db_, dC_, dl_, du_)
+
+
+def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
+    p, sc = lin.problem, lin.sc
+    n, m, q = p.n, p.n_eq, p.n_in
+    x = lin.x
+    y_el = sc.unscale_y(lin.ys_el)
+    act = lin.active != 0
+    z_el = np.where(act, sc.unscale_z(lin.zs_el), 0.0)
+    r_x = -dg.copy()
+    if dH is not None:
+        r_x -= dH @ x
+    r_y = db.copy()
+    if dA is not None:
+        r_x -= dA.T @ y_el
+        r_y -= dA @ x
+    dbound = np.where(lin.side > 0, du, np.where(lin.side < 0, dl, 0.0))
+    r_z = np.where(act, dbound, 0.0)
+    if dC is not None:
+        r_x -= dC.T @ z_el
+        r_z -= np.where(act, dC @ x, 0.0)
+    rhs = np.concatenate((sc.c * sc.D * r_x, sc.E * r_y, sc.F * r_z))
+    u, info = lin.solve(rhs)
+    tx = sc.D * u[:n]
+    ty = sc.E * u[n:n + m] / sc.c
+    tz = np.where(act, sc.F * u[n + m:] / sc.c, 0.0)
+    s_eq = np.zeros(m)
+    s_in = np.zeros(q)
+    if lin.closest:
+        s_eq = p.A @ tx - db
+        if dA is not None:
+            s_eq += dA @ x
+        shifted = lin.s_in != 0
+        ds = p.C @ tx - dbound
+        if dC is not None:
+            ds += dC @ x
+        s_in = np.where(shifted, ds, 0.0)
+        # report the finite part of the elastic multipliers' tangents (y_eps = y + s / eps)
+        ty = ty - s_eq * sc.E ** 2 / (sc.c * lin.delta_eq) if m else ty
+        if q:
+            d_in = np.where(act, lin.delta_in * sc.c / sc.F ** 2, 1.0)
+            tz = np.where(shifted, tz - s_in / d_in, tz)
+    return Tangents(x=tx, y=ty, z=tz, s_eq=s_eq, s_in=s_in, info=info)
+
+
+def jacobian(result, wrt="b", index=None, of="x"):
+    """Jacobian of an output with respect to a vector parameter, one JVP per column.
+
+    Parameters
+    ----------
+    result : Result
+    wrt : {"b", "g", "l", "u"}
+        The vector parameter.
+    index : array_like of int, optional
+        The entries of ``wrt`` to differentiate with respect to (default: all).
+    of : {"x", "y", "z", "s_eq", "s_in"}
+        The output.
+
+    Returns
+    -------
+    ndarray, (len(output), len(index))
+        All columns share the one factorization.
+    """
+    if wrt not in ("b", "g", "l", "u"):
+        raise ValueError(f"wrt must be one of 'b', 'g', 'l', 'u', got {wrt!r}")
+    if of not in ("x", "y", "z", "s_eq", "s_in"):
+        raise ValueError(f"of must be one of 'x', 'y', 'z', 's_eq', 's_in', got {of!r}")
+    lin = _linearization(result)
+    p = lin.problem
+    size = {"b": p.n_eq, "g": p.n, "l": p.n_in, "u": p.n_in}[wrt]
+    idx = np.arange(size) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        raise ValueError(f"index out of range for {wrt} of length {size}")
+    zeros = {"g": np.zeros(p.n), "b": np.zeros(p.n_eq), "l": np.zeros(p.n_in),
+             "u": np.zeros(p.n_in)}
+    cols = []
+    for k in idx:
+        d = dict(zeros)
+        e = np.zeros(size)
+        e[k] = 1.0
+        d[wrt] = e
+        t = _jvp_core(lin, None, d["g"], None, d["b"], None, d["l"], d["u"])
+        cols.append(getattr(t, of))
+    out_len = {"x": p.n, "y": p.n_eq, "z": p.n_in, "s_eq": p.n_eq, "s_in": p.n_in}[of]
+    return np.column_stack(cols) if cols else np.zeros((out_len, 0))
+
+
+def _linearization(result):
+    lin = result.get("_linearization")
+    if lin is None:
+        lin = Linearization(result)
+        result["_linearization"] = lin
+    return lin
