@@ -4,7 +4,11 @@ A batch of MPC problems (oscillating masses, nx=10, nu=5, horizon 130: n = 1960 
 1310 equalities, 1950 bounds), each with its own initial state; forward = ``solve_batch``,
 backward = ``vjp_batch`` with a random dx per problem. Figures (best of ``--repeat`` runs):
 
-* in-process (n_jobs=1) against the local pool with 1 and 2 workers, speedup;
+* in-process (n_jobs=1) against the local pool with 1 and 2 workers: wall times and speedup;
+  CPU seconds of the parent and the workers together, their excess over in-process (the
+  pool's whole cost: pickling, transfer, dispatch, the worker's reader thread), and the
+  speedup projected for idle cores from those CPU times, max(busiest worker, total / cores)
+  (wall-clock figures on a machine shared with other jobs mostly measure the other jobs);
 * the pool's overhead per problem: worker idle time between requests (parent encoding,
   pickling, pipe transfer, decoding) as % of the worker's busy time; bytes per problem;
 * the machine's parallel capacity at that moment: the same solves run concurrently in each
@@ -19,6 +23,7 @@ Run: ``python benchmarks/bench_batch.py`` (about 2 minutes; ``--quick``: 16 prob
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import signal
@@ -40,39 +45,66 @@ def make_batch(size, horizon, seed=0):
     return problems, dx
 
 
-def timed_solves(problems, dx):
+# Settings of every solve. pcg_max_iter=0: always refactorize on an active-set change, so that
+# every configuration does the same work (the default picks PCG or a refactorization from
+# measured timings, which vary with the load of the machine); --pcg restores the default.
+SETTINGS = {"pcg_max_iter": 0}
+
+
+def timed_solves(problems, dx, settings):
     """Forward + backward of ``problems`` in this process; returns the seconds taken."""
     t0 = time.perf_counter()
     for p, d in zip(problems, dx):
-        sparseqp.Solver(p).solve().vjp(dx=d)
+        sparseqp.Solver(p, **settings).solve().vjp(dx=d)
     return time.perf_counter() - t0
 
 
-def run_once(problems, dx, executor=None, n_jobs=None):
+@dataclasses.dataclass
+class Run:
+    """One forward + backward: wall times, CPU seconds (parent, each worker), pool counters."""
+
+    fw: float
+    bw: float
+    cpu_parent: float
+    cpu_workers: list = dataclasses.field(default_factory=list)
+    counters: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def total(self):
+        return self.fw + self.bw
+
+    @property
+    def cpu(self):
+        return self.cpu_parent + sum(self.cpu_workers)
+
+    def projected(self, n_cores):
+        """Wall time on ``n_cores`` idle cores from the CPU times (balance included)."""
+        return max(max(self.cpu_workers, default=0.0), self.cpu / n_cores)
+
+
+def run_once(problems, dx, pool=None):
+    """Forward (solve_batch) + backward (vjp_batch) in-process or on ``pool``."""
     gc.collect()
-    t0 = time.perf_counter()
-    results = solve_batch(problems, executor=executor, n_jobs=n_jobs)
+    before = pool.stats() if pool else {}
+    w0 = pool.broadcast(time.process_time) if pool else []
+    c0, t0 = time.process_time(), time.perf_counter()
+    results = solve_batch(problems, executor=pool, **SETTINGS)
     t1 = time.perf_counter()
     vjp_batch(results, dx=dx)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
+    w2 = pool.broadcast(time.process_time) if pool else []
+    after = pool.stats() if pool else {}
     del results
     gc.collect()
-    return t1 - t0, t2 - t1
-
-
-def pool_run(pool, problems, dx):
-    """One forward + backward on ``pool``: (forward s, backward s, counters of this run)."""
-    before = pool.stats()
-    fw, bw = run_once(problems, dx, executor=pool)
-    after = pool.stats()
-    return fw, bw, {k: after[k] - before[k] for k in after}
+    return Run(t1 - t0, t2 - t1, c2 - c0, [b - a for a, b in zip(w0, w2)],
+               {k: after[k] - before[k] for k in after})
 
 
 def capacity(pool, problems, dx):
     """Throughput of 2 processes solving at once with no dispatch, relative to one alone."""
     half = len(problems) // 2
-    alone = timed_solves(problems[:half], dx[:half])
-    together = max(pool.broadcast(timed_solves, problems[:half], dx[:half]))
+    alone = timed_solves(problems[:half], dx[:half], SETTINGS)
+    together = max(pool.broadcast(timed_solves, problems[:half], dx[:half], SETTINGS))
     return 2 * alone / together
 
 
@@ -82,22 +114,33 @@ def interleaved(configs, repeat):
     for _ in range(repeat):
         for name, fn in configs.items():
             runs[name].append(fn())
-    return {name: min(r, key=lambda t: t[0] + t[1]) if isinstance(r[0], tuple) else max(r)
+    return {name: min(r, key=lambda run: run.total) if isinstance(r[0], Run) else max(r)
             for name, r in runs.items()}
 
 
-def print_row(label, fw, bw, t_seq):
-    print(f"  {label:<28} {fw:7.2f} s {bw:7.2f} s {fw + bw:6.2f} s   {t_seq / (fw + bw):4.2f}x")
+def print_header():
+    print(f"\n{'':<24} {'forward':>8} {'backward':>8} {'total':>7} {'speedup':>7}   "
+          f"{'CPU s':>6} {'CPU vs':>7} {'projected':>9}")
+    print(f"{'':<24} {'(wall)':>8} {'(wall)':>8} {'(wall)':>7} {'(wall)':>7}   "
+          f"{'':>6} {'n_jobs=1':>7} {'speedup':>9}")
 
 
-def overhead_line(label, n_workers, delta, n):
+def print_row(label, run, seq, n_cores):
+    projected = seq.cpu / run.projected(n_cores) if run.cpu_workers else 1.0
+    print(f"  {label:<22} {run.fw:6.2f} s {run.bw:6.2f} s {run.total:5.2f} s "
+          f"{seq.total / run.total:6.2f}x   {run.cpu:6.2f} {100 * (run.cpu / seq.cpu - 1):+6.1f}% "
+          f"{projected:8.2f}x")
+
+
+def overhead_line(label, run, n):
+    delta, n_workers = run.counters, len(run.cpu_workers)
     busy = delta["worker_busy_s"]
     idle = n_workers * delta["wall_s"] - busy
     kb = (delta["bytes_sent"] + delta["bytes_received"]) / n / 1024
     parent = (delta["encode_s"] + delta["decode_s"]) / n * 1e3
-    print(f"  {label:<28} worker idle {100 * idle / busy:5.2f}% of busy time "
-          f"({1e3 * idle / n:6.2f} ms/problem), parent encode+decode {parent:5.2f} ms/problem, "
-          f"{kb:6.0f} KiB/problem, {delta['messages']} messages")
+    print(f"  {label:<22} worker idle {100 * idle / busy:5.2f}% of busy time "
+          f"({1e3 * idle / n:5.2f} ms/problem); parent encode+decode {parent:4.2f} ms/problem; "
+          f"{kb:4.0f} KiB/problem; {delta['messages']} messages")
 
 
 def start_methods(problems, dx):
@@ -106,7 +149,7 @@ def start_methods(problems, dx):
         t0 = time.perf_counter()
         pool = WorkerPool(2, context=method).start()
         t_start = time.perf_counter() - t0
-        fw, bw = run_once(problems, dx, executor=pool)
+        run = run_once(problems, dx, pool)
         victim = pool.pids()[0]
         os.kill(victim, signal.SIGKILL)
         time.sleep(0.2)
@@ -115,19 +158,18 @@ def start_methods(problems, dx):
         t_replace = time.perf_counter() - t0
         pool.close()
         print(f"  {method:<11} start {t_start:6.2f} s   replace {t_replace:6.2f} s   "
-              f"fw+bw {fw + bw:6.2f} s")
+              f"fw+bw {run.total:6.2f} s")
 
 
 def eviction(problems, dx, cache):
     with WorkerPool(2, cache_size=cache) as pool:
         pool.start()
-        fw, bw = run_once(problems, dx, executor=pool)
-        st = pool.stats()
+        run = run_once(problems, dx, pool)
         info = pool.worker_info()
     evicted = sum(w["evicted"] for w in info)
     print(f"\neviction: cache_size={cache} per worker, {len(problems)} problems: "
-          f"{evicted} states evicted, {st['resolves_evicted']} re-solved for the backward "
-          f"(fw {fw:.2f} s, bw {bw:.2f} s)")
+          f"{evicted} states evicted, {run.counters['resolves_evicted']} re-solved for the "
+          f"backward (fw {run.fw:.2f} s, bw {run.bw:.2f} s)")
 
 
 def ray_figures(problems, dx, repeat):
@@ -143,13 +185,13 @@ def ray_figures(problems, dx, repeat):
         pool = RayPool(2).start()
         t_start = time.perf_counter() - t0
         best = interleaved({"seq": lambda: run_once(problems, dx),
-                            "ray": lambda: pool_run(pool, problems, dx)}, repeat)
-        t_seq = sum(best["seq"])
+                            "ray": lambda: run_once(problems, dx, pool)}, repeat)
         print(f"\nray (2 actors, ray.init(num_cpus=2), start-up {t_start:.2f} s), "
               f"measured in rounds with in-process runs:")
-        print_row("in-process (n_jobs=1)", *best["seq"], t_seq)
-        print_row("ray, 2 actors", *best["ray"][:2], t_seq)
-        overhead_line("ray, 2 actors", 2, best["ray"][2], len(problems))
+        print_header()
+        print_row("in-process (n_jobs=1)", best["seq"], best["seq"], 2)
+        print_row("ray, 2 actors", best["ray"], best["seq"], 2)
+        overhead_line("ray, 2 actors", best["ray"], len(problems))
         pool.close()
     finally:
         ray.shutdown()
@@ -164,33 +206,37 @@ def main():
     ap.add_argument("--quick", action="store_true", help="16 problems, one run")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-start-methods", action="store_true")
+    ap.add_argument("--pcg", action="store_true",
+                    help="default solver settings (PCG steps chosen from measured timings)")
     args = ap.parse_args()
+    if args.pcg:
+        SETTINGS.clear()
     if args.quick:
         args.batch, args.repeat = 16, 1
     problems, dx = make_batch(args.batch, args.horizon)
     p = problems[0]
     print(f"batch: {len(problems)} MPC problems, n={p.n}, n_eq={p.n_eq}, n_in={p.n_in}, "
           f"nnz(H, A, C)=({p.H.nnz}, {p.A.nnz}, {p.C.nnz}); CPUs {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {os.getloadavg()[0]:.2f}; settings {SETTINGS}")
 
     pools = {n: WorkerPool(n).start() for n in (1, 2)}
     best = interleaved({
         "seq": lambda: run_once(problems, dx),
-        1: lambda: pool_run(pools[1], problems, dx),
-        2: lambda: pool_run(pools[2], problems, dx),
+        1: lambda: run_once(problems, dx, pools[1]),
+        2: lambda: run_once(problems, dx, pools[2]),
         "capacity": lambda: capacity(pools[2], problems, dx),
     }, args.repeat)
     for pool in pools.values():
         pool.close()
-    t_seq = sum(best["seq"])
-    print(f"\n{'':<30} {'forward':>9} {'backward':>9} {'total':>8}  speedup")
-    print_row("in-process (n_jobs=1)", *best["seq"], t_seq)
+    seq = best["seq"]
+    print_header()
+    print_row("in-process (n_jobs=1)", seq, seq, 2)
     for n in (1, 2):
-        print_row(f"pool, {n} worker(s)", *best[n][:2], t_seq)
+        print_row(f"pool, {n} worker(s)", best[n], seq, 2)
     print("\noverhead of the pool (best run):")
     for n in (1, 2):
-        overhead_line(f"pool, {n} worker(s)", n, best[n][2], len(problems))
-    speedup = t_seq / sum(best[2][:2])
+        overhead_line(f"pool, {n} worker(s)", best[n], len(problems))
+    speedup = seq.total / best[2].total
     print(f"\nparallel capacity of this machine now: 2 processes solving with no dispatch "
           f"give {best['capacity']:.2f}x one process\n  (best round); the 2-worker pool "
           f"reaches {speedup:.2f}x = {100 * speedup / best['capacity']:.0f}% of that")

@@ -113,7 +113,8 @@ class Linearization:
         self.ys = sc.scale_y(self.y)
         self.zs = sc.scale_z(self.z)
         p = self.problem
-        self.s_in = result.s_in
+        tau = self.st.eps_abs
+        self.s_in = np.where(np.abs(result.s_in) > tau, result.s_in, 0.0)
         self.s_eq = result.s_eq
         shifted = self.s_in != 0
         self.active = ((self.z != 0) | shifted).astype(np.int8)

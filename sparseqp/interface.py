@@ -215,12 +215,6 @@ class Solver:
         if status == Status.SOLVED:
             s_eq = np.zeros(p.n_eq)
             s_in = np.zeros(p.n_in)
-        elif status == Status.SOLVED_CLOSEST_FEASIBLE:
-            # entries at the tolerance level are feasibility noise, not shifts
-            tau = st.eps_abs
-            s_eq = np.where(np.abs(s_eq) > tau, s_eq, 0.0)
-            s_in = np.where(np.abs(s_in) > tau, s_in, 0.0)
-            y, z = _canonical_shifted_multipliers(y, z, s_eq, s_in)
         rp, rd = p.residuals(x, y, z)
         if status == Status.SOLVED_CLOSEST_FEASIBLE:
             rp = 0.0 if not (p.n_eq or p.n_in) else _shifted_primal_res(p, Ax, Cx, s_eq, s_in)

@@ -128,6 +128,7 @@ class KKTSystem:
         self.t_solve = 0.0
         self.n_solves = 0
         self.fact_id = 0
+        self.solves_per_factorization = 0.0
         self._values_of = None
         self.set_values(sc)
 
@@ -221,8 +222,16 @@ class KKTSystem:
         self.active = active.copy()
 
     def inertia_ok(self) -> bool:
-        """True when the factorization has exactly m + p negative pivots (quasi-definite)."""
-        d = self.solver.factors()[1]
+        """True when the factorization has exactly m + p negative pivots (quasi-definite).
+
+        Also records ``solves_per_factorization``: the flop ratio of one numeric factorization
+        (sum of squared column counts of L) to one solve (4 nnz(L) + N), a deterministic cost
+        model for choosing between a refactorization and PCG steps on the stale factors."""
+        L, d, _ = self.solver.factors()
+        counts = np.diff(L.indptr).astype(np.float64)
+        fact_flops = float(np.sum(counts * counts)) + L.nnz
+        solve_flops = 4.0 * L.nnz + self.N
+        self.solves_per_factorization = fact_flops / max(solve_flops, 1.0)
         return int(np.count_nonzero(d < 0)) == self.m + self.p
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:

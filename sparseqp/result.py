@@ -17,9 +17,8 @@ class Result(dict):
         Multipliers of A x = b (convention H x + g + A'y + C'z = 0).
     z : ndarray, (n_in,)
         Multipliers of l <= C x <= u: z_i > 0 at an active upper bound, z_i < 0 at an active
-        lower bound. For a closest-feasible solution the multipliers of the shifted QP are not
-        unique along the shift direction; the returned ones are the smallest along that ray that
-        keep valid signs.
+        lower bound. For a closest-feasible solution these are multipliers of the shifted QP
+        (finite; they are not unique along the shift direction (s_eq, s_in)).
     s_eq : ndarray, (n_eq,)
         Equality shift A x - b (zeros when status is SOLVED).
     s_in : ndarray, (n_in,)

@@ -87,7 +87,7 @@ class Settings:
     mu_closest: float = 1e-4
     mu_update_factor: float = 0.1
     ruiz_iter: int = 10
-    eps_infeas: float = 1e-9
+    eps_infeas: float = 1e-6
     check_symmetric: bool = True
     pcg_max_iter: int = 40
     bw_tol: float = 1e-11

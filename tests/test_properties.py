@@ -37,6 +37,8 @@ EPS_ABS = 1e-8
 # Generous for n <= 8 (the solves that converge take tens of outer iterations); bounded so that a
 # non-converging example (a failure either way) does not make hypothesis' shrinking take minutes.
 MAX_ITER = 2000
+# Wall-clock guard per solve (a tiny QP takes milliseconds); running into it is a failure anyway.
+TIME_GUARD = 10.0
 
 _GRID = st.sampled_from([-2.0, -1.0, -0.5, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 2.0])
 _VAL = st.integers(-8, 8).map(lambda k: k / 4.0)
@@ -102,7 +104,7 @@ def _check_outcome(d, mode):
     note(f"n={P.n} n_eq={P.n_eq} n_in={P.n_in}\nH={P.H.toarray()!r}\ng={P.g!r}\nA={P.A.toarray()!r}\n"
          f"b={P.b!r}\nC={P.C.toarray()!r}\nl={P.l!r}\nu={P.u!r}")
     r = sparseqp.solve(d["H"], d["g"], d["A"], d["b"], d["C"], d["l"], d["u"],
-                       infeasible=mode, eps_abs=EPS_ABS, max_iter=MAX_ITER)
+                       infeasible=mode, eps_abs=EPS_ABS, max_iter=MAX_ITER, time_limit=TIME_GUARD)
     note(f"status={r.status!r} nit={r.nit} n_newton={r.n_newton} x={r.x!r} y={r.y!r} z={r.z!r} "
          f"s_eq={r.s_eq!r} s_in={r.s_in!r} certificate={r.certificate!r}")
     assert isinstance(r.status, Status)
@@ -184,9 +186,9 @@ def test_certificate_mode_outcome_is_valid(d):
 def test_modes_agree_on_feasible_problems(d):
     """On a problem both modes solve, they return the same objective."""
     r1 = sparseqp.solve(d["H"], d["g"], d["A"], d["b"], d["C"], d["l"], d["u"], infeasible="closest",
-                        max_iter=MAX_ITER)
+                        max_iter=MAX_ITER, time_limit=TIME_GUARD)
     r2 = sparseqp.solve(d["H"], d["g"], d["A"], d["b"], d["C"], d["l"], d["u"], infeasible="certificate",
-                        max_iter=MAX_ITER)
+                        max_iter=MAX_ITER, time_limit=TIME_GUARD)
     if r1.status == Status.SOLVED and r2.status == Status.SOLVED:
         assert abs(r1.fun - r2.fun) <= 1e-6 * (1 + abs(r1.fun))
     if r2.status == Status.PRIMAL_INFEASIBLE:

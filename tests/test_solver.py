@@ -26,6 +26,22 @@ from conftest import (
 )
 
 
+# Every solve in this file gets a wall-clock guard: the problems here solve in well under a second
+# each, so a solve that runs into it is a failure either way (status != SOLVED), and a stalled
+# solver then fails in seconds instead of grinding through max_iter outer iterations.
+TIME_GUARD = 30.0
+
+
+def _solve(*args, **kw):
+    kw.setdefault("time_limit", TIME_GUARD)
+    return sparseqp.solve(*args, **kw)
+
+
+def _Solver(*args, **kw):
+    kw.setdefault("time_limit", TIME_GUARD)
+    return sparseqp.Solver(*args, **kw)
+
+
 def _inf(v):
     v = np.asarray(v, dtype=float)
     return float(np.max(np.abs(v))) if v.size else 0.0
@@ -58,7 +74,7 @@ CASES = [
 @pytest.mark.parametrize("name,kw", CASES)
 def test_kkt_and_reference_objective(name, kw, eps):
     P = gen(name, seed=7, **kw)
-    res = sparseqp.solve(P, eps_abs=eps)
+    res = _solve(P, eps_abs=eps)
     assert res.status == Status.SOLVED, f"{P.name}: {res.status!r} {res.message}"
     assert res.success is True or res.success == True  # noqa: E712
     assert_kkt(res, P, eps, what=P.name)
@@ -80,7 +96,7 @@ def test_solution_matches_reference_point(name, kw):
     """With H positive definite the primal solution is unique: compare x with Clarabel."""
     P = gen(name, seed=3, **kw)
     assert is_positive_definite(P.H)
-    res = sparseqp.solve(P)
+    res = _solve(P)
     assert res.status == Status.SOLVED
     ref = reference_solve(P)
     assert _inf(res.x - ref["x"]) <= 1e-6 * (1 + _inf(ref["x"]))
@@ -88,8 +104,8 @@ def test_solution_matches_reference_point(name, kw):
 
 def test_array_arguments_equal_problem_argument():
     P = gen("random_qp", n=50, n_eq=10, n_in=25, seed=11)
-    r1 = sparseqp.solve(P)
-    r2 = sparseqp.solve(*_args(P))
+    r1 = _solve(P)
+    r2 = _solve(*_args(P))
     assert r1.status == r2.status == Status.SOLVED
     np.testing.assert_allclose(r1.x, r2.x, rtol=0, atol=1e-10)
     np.testing.assert_allclose(r1.y, r2.y, rtol=0, atol=1e-10)
@@ -99,18 +115,18 @@ def test_array_arguments_equal_problem_argument():
 def test_constant_reported_in_fun():
     P0 = gen("random_qp", n=20, n_eq=4, n_in=10, seed=5)
     P = make_problem(P0.H, P0.g, P0.A, P0.b, P0.C, P0.l, P0.u, constant=12.5)
-    r0 = sparseqp.solve(P0)
-    r = sparseqp.solve(P)
+    r0 = _solve(P0)
+    r = _solve(P)
     assert r.status == Status.SOLVED
     assert abs(r.fun - (r0.fun + 12.5)) <= 1e-9 * (1 + abs(r.fun))
     # arrays (no Problem): no constant
-    r2 = sparseqp.solve(*_args(P))
+    r2 = _solve(*_args(P))
     assert abs(r2.fun - r0.fun) <= 1e-9 * (1 + abs(r0.fun))
 
 
 def test_result_fields():
     P = gen("random_qp", n=20, n_eq=4, n_in=10, seed=2)
-    r = sparseqp.solve(P)
+    r = _solve(P)
     for key in ("x", "y", "z", "s_eq", "s_in", "fun", "status", "success", "message", "nit",
                 "n_newton", "n_factorizations", "setup_time", "solve_time", "prim_res",
                 "dual_res", "certificate"):
@@ -136,13 +152,13 @@ def test_tiny_and_unconstrained(n):
     M = rng.standard_normal((n, n))
     H = M @ M.T + np.eye(n)
     g = rng.standard_normal(n)
-    r = sparseqp.solve(H, g)
+    r = _solve(H, g)
     assert r.status == Status.SOLVED
     np.testing.assert_allclose(r.x, np.linalg.solve(H, -g), rtol=0, atol=1e-8 * (1 + _inf(g)))
     assert r.y.shape == (0,) and r.z.shape == (0,)
     # one-variable box problem whose bound is active
     if n == 1:
-        r = sparseqp.solve([[2.0]], [-10.0], C=[[1.0]], l=[-1.0], u=[1.0])
+        r = _solve([[2.0]], [-10.0], C=[[1.0]], l=[-1.0], u=[1.0])
         assert r.status == Status.SOLVED
         np.testing.assert_allclose(r.x, [1.0], atol=1e-8)
         np.testing.assert_allclose(r.z, [8.0], atol=1e-7)  # 2*1 - 10 + z = 0
@@ -150,16 +166,16 @@ def test_tiny_and_unconstrained(n):
 
 def test_explicit_empty_constraint_blocks():
     P = gen("box_qp", n=15, seed=1)
-    r1 = sparseqp.solve(P.H, P.g, None, None, P.C, P.l, P.u)
-    r2 = sparseqp.solve(P.H, P.g, sp.csc_matrix((0, P.n)), np.zeros(0), P.C, P.l, P.u)
+    r1 = _solve(P.H, P.g, None, None, P.C, P.l, P.u)
+    r2 = _solve(P.H, P.g, sp.csc_matrix((0, P.n)), np.zeros(0), P.C, P.l, P.u)
     assert r1.status == r2.status == Status.SOLVED
     np.testing.assert_allclose(r1.x, r2.x, atol=1e-10)
 
 
 def test_equal_bounds_act_as_equalities():
     P = gen("equality_qp", n=30, n_eq=8, seed=4)
-    r_eq = sparseqp.solve(P)
-    r_in = sparseqp.solve(P.H, P.g, C=P.A, l=P.b, u=P.b)
+    r_eq = _solve(P)
+    r_in = _solve(P.H, P.g, C=P.A, l=P.b, u=P.b)
     assert r_eq.status == r_in.status == Status.SOLVED
     np.testing.assert_allclose(r_in.x, r_eq.x, atol=1e-7)
     np.testing.assert_allclose(r_in.z, r_eq.y, atol=1e-6 * (1 + _inf(r_eq.y)))
@@ -188,7 +204,7 @@ def _random_lp(n, n_eq, n_in, seed, H_none=False):
                                                (400, 40, 200, 3)])
 def test_lp_against_linprog(n, n_eq, n_in, seed):
     P = _random_lp(n, n_eq, n_in, seed)
-    r = sparseqp.solve(P)
+    r = _solve(P)
     assert r.status == Status.SOLVED, f"{r.status!r}"
     assert_kkt(r, P, 1e-8, what=P.name)
     f_ref = linprog_reference(P)
@@ -197,7 +213,7 @@ def test_lp_against_linprog(n, n_eq, n_in, seed):
 
 def test_lp_with_H_none():
     P = _random_lp(20, 4, 10, 9)
-    r = sparseqp.solve(None, P.g, P.A, P.b, P.C, P.l, P.u)
+    r = _solve(None, P.g, P.A, P.b, P.C, P.l, P.u)
     assert r.status == Status.SOLVED
     f_ref = linprog_reference(P)
     assert abs(r.fun - f_ref) <= 1e-6 * (1 + abs(f_ref))
@@ -211,7 +227,7 @@ def test_lp_with_H_none():
 @pytest.mark.parametrize("n", [6, 60])
 def test_primal_infeasible_certificate(kind, seed, n):
     P = gen("infeasible_qp", n=n, seed=seed, kind=kind)
-    r = sparseqp.solve(P, infeasible="certificate")
+    r = _solve(P, infeasible="certificate")
     assert r.status == Status.PRIMAL_INFEASIBLE, f"{P.name}: {r.status!r} {r.message}"
     assert r.success is False or r.success == False  # noqa: E712
     check_primal_certificate(P, r.certificate)
@@ -220,7 +236,7 @@ def test_primal_infeasible_certificate(kind, seed, n):
 def test_primal_infeasible_simple_bounds():
     """x1 + x2 = 3 with 0 <= x <= 1: inconsistent through the bounds only."""
     H = sp.eye(2, format="csc")
-    r = sparseqp.solve(H, [0.0, 0.0], [[1.0, 1.0]], [3.0], sp.eye(2), [0.0, 0.0], [1.0, 1.0],
+    r = _solve(H, [0.0, 0.0], [[1.0, 1.0]], [3.0], sp.eye(2), [0.0, 0.0], [1.0, 1.0],
                        infeasible="certificate")
     assert r.status == Status.PRIMAL_INFEASIBLE
     P = make_problem(H, [0.0, 0.0], [[1.0, 1.0]], [3.0], sp.eye(2), [0.0, 0.0], [1.0, 1.0])
@@ -231,7 +247,7 @@ def test_primal_infeasible_simple_bounds():
 @pytest.mark.parametrize("n,seed", [(5, 0), (30, 1), (200, 2)])
 def test_dual_infeasible_certificate(n, seed, mode):
     P = gen("unbounded_qp", n=n, seed=seed)
-    r = sparseqp.solve(P, infeasible=mode)
+    r = _solve(P, infeasible=mode)
     assert r.status == Status.DUAL_INFEASIBLE, f"{P.name}: {r.status!r} {r.message}"
     assert not r.success
     check_dual_certificate(P, r.certificate)
@@ -240,7 +256,7 @@ def test_dual_infeasible_certificate(n, seed, mode):
 def test_unbounded_lp():
     # min -x1 s.t. x1 - x2 = 0, x2 >= 0
     P = make_problem(None, [-1.0, 0.0], [[1.0, -1.0]], [0.0], [[0.0, 1.0]], [0.0], [np.inf])
-    r = sparseqp.solve(P)
+    r = _solve(P)
     assert r.status == Status.DUAL_INFEASIBLE
     check_dual_certificate(P, r.certificate)
 
@@ -276,14 +292,14 @@ def _check_closest(P, r, eps=1e-8):
 @pytest.mark.parametrize("n", [6, 60])
 def test_closest_feasible_matches_two_stage(kind, seed, n):
     P = gen("infeasible_qp", n=n, seed=seed, kind=kind)
-    r = sparseqp.solve(P)  # infeasible="closest" is the default
+    r = _solve(P)  # infeasible="closest" is the default
     _check_closest(P, r)
     assert r.certificate is None or isinstance(r.certificate, dict)
 
 
 def test_closest_feasible_lower_tolerance():
     P = gen("infeasible_qp", n=40, seed=5, kind="mixed")
-    r = sparseqp.solve(P, eps_abs=1e-6)
+    r = _solve(P, eps_abs=1e-6)
     assert r.status == Status.SOLVED_CLOSEST_FEASIBLE
     ref = two_stage_closest(P)
     assert _inf(r.x - ref["x"]) <= 1e-3 * (1 + _inf(ref["x"]))
@@ -306,13 +322,13 @@ def test_closest_feasible_rank_deficient_equalities():
     l = np.concatenate([[A0[0] @ xf + 0.4], -np.ones(5)])
     u = np.concatenate([[np.inf], np.ones(5)])
     P = make_problem(H, g, A, b, C, l, u, name="rank_deficient")
-    r = sparseqp.solve(P)
+    r = _solve(P)
     _check_closest(P, r)
 
 
 def test_feasible_problem_reports_zero_shift():
     P = gen("random_qp", n=40, n_eq=10, n_in=20, seed=8)
-    r = sparseqp.solve(P)
+    r = _solve(P)
     assert r.status == Status.SOLVED
     assert _inf(r.s_eq) == 0.0 and _inf(r.s_in) == 0.0
 
@@ -344,11 +360,11 @@ WARM_CASES = [
 @pytest.mark.parametrize("name,kw", WARM_CASES)
 def test_warm_start_fewer_iterations(name, kw):
     P = gen(name, seed=1, **kw)
-    r0 = sparseqp.solve(P)
+    r0 = _solve(P)
     assert r0.status == Status.SOLVED
     P2 = _perturbed(P, seed=2)
-    cold = sparseqp.solve(P2)
-    warm = sparseqp.solve(P2, x0=r0.x, y0=r0.y, z0=r0.z)
+    cold = _solve(P2)
+    warm = _solve(P2, x0=r0.x, y0=r0.y, z0=r0.z)
     assert cold.status == warm.status == Status.SOLVED
     assert_kkt(warm, P2, 1e-8, what="warm")
     np.testing.assert_allclose(warm.x, cold.x, rtol=0, atol=1e-6 * (1 + _inf(cold.x)))
@@ -360,8 +376,8 @@ def test_warm_start_fewer_iterations(name, kw):
 
 def test_warm_start_from_exact_solution_is_cheap():
     P = gen("random_qp", n=150, n_eq=15, n_in=70, seed=4)
-    r0 = sparseqp.solve(P)
-    r1 = sparseqp.solve(P, x0=r0.x, y0=r0.y, z0=r0.z)
+    r0 = _solve(P)
+    r1 = _solve(P, x0=r0.x, y0=r0.y, z0=r0.z)
     assert r1.status == Status.SOLVED
     assert r1.n_newton <= r0.n_newton and r1.nit <= r0.nit
     np.testing.assert_allclose(r1.x, r0.x, atol=1e-7)
@@ -369,8 +385,8 @@ def test_warm_start_from_exact_solution_is_cheap():
 
 def test_warm_start_primal_only():
     P = gen("random_qp", n=80, n_eq=8, n_in=40, seed=6)
-    r0 = sparseqp.solve(P)
-    r1 = sparseqp.solve(P, x0=r0.x)
+    r0 = _solve(P)
+    r1 = _solve(P, x0=r0.x)
     assert r1.status == Status.SOLVED
     assert_kkt(r1, P, 1e-8)
 
@@ -378,7 +394,7 @@ def test_warm_start_primal_only():
 @pytest.mark.parametrize("name,kw", WARM_CASES[:3])
 def test_solver_update_matches_fresh_solve(name, kw):
     P = gen(name, seed=3, **kw)
-    S = sparseqp.Solver(*_args(P))
+    S = _Solver(*_args(P))
     r1 = S.solve()
     assert r1.status == Status.SOLVED
     assert_kkt(r1, P, 1e-8)
@@ -396,7 +412,7 @@ def test_solver_update_matches_fresh_solve(name, kw):
     P3 = Problem(H=H2, g=P2.g, A=A2, b=b2, C=C2, l=P2.l, u=P2.u)
     S.update(H=H2, g=P3.g, A=A2, b=P3.b, C=C2, l=P3.l, u=P3.u)
     r2 = S.solve()
-    fresh = sparseqp.solve(P3)
+    fresh = _solve(P3)
     assert fresh.status == Status.SOLVED
     assert r2.status == Status.SOLVED, f"{r2.status!r}"
     assert_kkt(r2, P3, 1e-8, what="after update")
@@ -410,7 +426,7 @@ def test_solver_update_matches_fresh_solve(name, kw):
 
 def test_solver_vector_only_update():
     P = gen("random_qp", n=60, n_eq=6, n_in=30, seed=9)
-    S = sparseqp.Solver(*_args(P))
+    S = _Solver(*_args(P))
     S.solve()
     P2 = _perturbed(P, seed=10, size=1e-2)
     S.update(g=P2.g, b=P2.b, l=P2.l, u=P2.u)
@@ -419,13 +435,13 @@ def test_solver_vector_only_update():
     assert_kkt(r, P2, 1e-8)
     if "n_symbolic" in r:
         assert r.n_symbolic == 0
-    fresh = sparseqp.solve(P2)
+    fresh = _solve(P2)
     np.testing.assert_allclose(r.x, fresh.x, atol=1e-6 * (1 + _inf(fresh.x)))
 
 
 def test_solver_repeated_solve_and_explicit_warm_start():
     P = gen("random_qp", n=60, n_eq=6, n_in=30, seed=12)
-    S = sparseqp.Solver(*_args(P), eps_abs=1e-9)
+    S = _Solver(*_args(P), eps_abs=1e-9)
     r1 = S.solve()
     r2 = S.solve()
     r3 = S.solve(x0=r1.x, y0=r1.y, z0=r1.z)
@@ -449,7 +465,7 @@ def test_solver_update_through_infeasibility_and_back():
     ref_a = reference_solve(Pa)
     if ref_a["fun"] is None:
         pytest.skip("generated problem not feasible")
-    S = sparseqp.Solver(Pa.H, Pa.g, Pa.A, Pa.b, Pa.C, Pa.l, Pa.u)
+    S = _Solver(Pa.H, Pa.g, Pa.A, Pa.b, Pa.C, Pa.l, Pa.u)
     r = S.solve()
     assert r.status == Status.SOLVED
     b_bad = b.copy()
@@ -509,9 +525,13 @@ def _messy_inputs(seed=0):
         A.indices[s:e] = A.indices[s:e][::-1].copy()
         A.data[s:e] = A.data[s:e][::-1].copy()
     A.has_sorted_indices = False
-    C = P.C.tocsc().copy()
-    C.data[0] = 0.0  # explicit zero kept in the structure
-    C = C.tocsc()
+    # an explicit (structural) zero at a position where C is zero: same problem, bigger pattern
+    Cc = P.C.tocoo()
+    dense = P.C.toarray()
+    i, j = map(int, np.argwhere(dense == 0.0)[0])
+    C = sp.csc_matrix((np.append(Cc.data, 0.0), (np.append(Cc.row, i), np.append(Cc.col, j))),
+                      shape=Cc.shape)
+    assert C.nnz == P.C.nnz + 1 and (C - P.C).nnz == 0
     return P, H, A, C
 
 
@@ -525,7 +545,7 @@ def test_inputs_not_modified_sparse():
     y0 = np.zeros(P.n_eq)
     z0 = np.zeros(P.n_in)
     before = [_snapshot(v) for v in (H, g, A, b, C, l, u, x0, y0, z0)]
-    r = sparseqp.solve(H, g, A, b, C, l, u, x0=x0, y0=y0, z0=z0)
+    r = _solve(H, g, A, b, C, l, u, x0=x0, y0=y0, z0=z0)
     after = [_snapshot(v) for v in (H, g, A, b, C, l, u, x0, y0, z0)]
     for bfr, aft in zip(before, after):
         _same(bfr, aft)
@@ -539,8 +559,8 @@ def test_inputs_not_modified_problem_and_solver():
     P, H, A, C = _messy_inputs(seed=1)
     Pc = make_problem(H, P.g, A, P.b, C, P.l, P.u)
     before = [_snapshot(v) for v in (Pc.H, Pc.g, Pc.A, Pc.b, Pc.C, Pc.l, Pc.u)]
-    sparseqp.solve(Pc)
-    S = sparseqp.Solver(H, P.g, A, P.b, C, P.l, P.u)
+    _solve(Pc)
+    S = _Solver(H, P.g, A, P.b, C, P.l, P.u)
     snap_solver_inputs = [_snapshot(v) for v in (H, P.g, A, P.b, C, P.l, P.u)]
     S.solve()
     g2 = P.g + 0.1
@@ -568,7 +588,7 @@ def test_inputs_not_modified_dense_and_lists():
     l = P.l.tolist()
     u = P.u.tolist()
     before = [copy.deepcopy(v) for v in (H, A, C, g, b, l, u)]
-    r = sparseqp.solve(H, g, A, b, C, l, u)
+    r = _solve(H, g, A, b, C, l, u)
     assert r.status == Status.SOLVED
     for bfr, v in zip(before, (H, A, C, g, b, l, u)):
         if isinstance(v, np.ndarray):
@@ -604,7 +624,7 @@ def format_problem():
 
 @pytest.fixture(scope="module")
 def format_reference(format_problem):
-    r = sparseqp.solve(format_problem)
+    r = _solve(format_problem)
     assert r.status == Status.SOLVED
     return r
 
@@ -614,7 +634,7 @@ def test_input_formats_same_solution(fmt, format_problem, format_reference):
     P = format_problem
     conv = FORMATS[fmt]
     vec = (lambda v: v.tolist()) if fmt == "list" else (lambda v: v)
-    r = sparseqp.solve(conv(P.H), vec(P.g), conv(P.A), vec(P.b), conv(P.C), vec(P.l), vec(P.u))
+    r = _solve(conv(P.H), vec(P.g), conv(P.A), vec(P.b), conv(P.C), vec(P.l), vec(P.u))
     assert r.status == Status.SOLVED
     np.testing.assert_allclose(r.x, format_reference.x, rtol=0, atol=1e-9)
     np.testing.assert_allclose(r.y, format_reference.y, rtol=0, atol=1e-8)
@@ -623,8 +643,8 @@ def test_input_formats_same_solution(fmt, format_problem, format_reference):
 
 def test_vector_shapes_column_vectors():
     P = gen("random_qp", n=10, n_eq=2, n_in=4, seed=2)
-    r1 = sparseqp.solve(P.H, P.g, P.A, P.b, P.C, P.l, P.u)
-    r2 = sparseqp.solve(P.H, P.g.reshape(-1, 1), P.A, P.b.reshape(-1, 1), P.C,
+    r1 = _solve(P.H, P.g, P.A, P.b, P.C, P.l, P.u)
+    r2 = _solve(P.H, P.g.reshape(-1, 1), P.A, P.b.reshape(-1, 1), P.C,
                         P.l.reshape(-1, 1), P.u.reshape(1, -1))
     np.testing.assert_allclose(r1.x, r2.x, atol=1e-10)
 
@@ -634,7 +654,7 @@ def test_vector_shapes_column_vectors():
 # ----------------------------------------------------------------------------------------------
 def test_max_iter_one():
     P = gen("random_qp", n=200, n_eq=20, n_in=100, seed=3)
-    r = sparseqp.solve(P, max_iter=1)
+    r = _solve(P, max_iter=1)
     assert r.status == Status.MAX_ITER_REACHED, f"{r.status!r}"
     assert not r.success
     assert r.nit <= 1
@@ -644,7 +664,7 @@ def test_max_iter_one():
 
 def test_time_limit_tiny():
     P = gen("random_qp", n=3000, n_eq=300, n_in=1500, seed=4)
-    r = sparseqp.solve(P, time_limit=1e-6)
+    r = _solve(P, time_limit=1e-6)
     assert r.status == Status.TIME_LIMIT_REACHED, f"{r.status!r}"
     assert not r.success
     assert r.x.shape == (P.n,)
@@ -652,7 +672,7 @@ def test_time_limit_tiny():
 
 def test_time_limit_generous_is_solved():
     P = gen("random_qp", n=50, n_eq=5, n_in=25, seed=4)
-    r = sparseqp.solve(P, time_limit=100.0)
+    r = _solve(P, time_limit=100.0)
     assert r.status == Status.SOLVED
 
 
@@ -661,7 +681,7 @@ def test_time_limit_generous_is_solved():
 def test_nonconvex_never_solved(n, seed):
     P = gen("nonconvex_qp", n=n, seed=seed)
     try:
-        r = sparseqp.solve(P)
+        r = _solve(P)
     except ValueError:
         return
     assert r.status == Status.NUMERICAL_ERROR, f"{P.name}: nonconvex H gave {r.status!r}"
@@ -676,7 +696,7 @@ def test_nonconvex_unconstrained_never_solved(n):
     H = Q @ np.diag(d) @ Q.T
     H = (H + H.T) / 2
     try:
-        r = sparseqp.solve(H, rng.standard_normal(n))
+        r = _solve(H, rng.standard_normal(n))
     except ValueError:
         return
     assert r.status == Status.NUMERICAL_ERROR, f"nonconvex H gave {r.status!r}"
