@@ -15,8 +15,8 @@ layers that keep state may warm-start). Columns:
     fwd1 (s)     first forward call (includes any per-layer setup done lazily)
     fwd (s)      second forward call
     bwd (s)      backward of the second call
-    peak MB      peak resident set size of the child process (ru_maxrss, includes the ~250 MB
-                 of the interpreter with torch imported)
+    peak MB      peak resident set size of the child process (VmHWM; includes the ~250 MB of
+                 the interpreter with torch imported)
     +MB          peak RSS minus the RSS just before the first call (the layer's own memory)
     err x        max |x - x_sparseqp| over the batch (second call), the peers' accuracy check
 
@@ -24,8 +24,8 @@ Solvers (each where installed): sparseqp (pattern-fixed QPLayer: values + vector
 sparseqp-coo (QPLayer on torch sparse COO tensors), sparseqp-dense (dense tensors, small n only),
 proxsuite (proxsuite.torch.qplayer.QPFunction, dense), qpth (dense, G x <= h form), cvxpylayers
 (CvxpyLayer with x0 as the parameter), osqp (osqp.nn.torch.OSQP, sparse values), dqp
-(dqp.dQP_layer, sparse CSC, OSQP inside; it is unbatched for sparse input, so the batch is a
-loop). Dense peers are skipped where the dense data would exceed --dense-mem-gb; a solver that
+(dqp.dQP_layer, sparse CSC, OSQP inside; unbatched for sparse input, so the batch is a loop
+over one layer per element, since a layer keeps the state of its last solve). Dense peers are skipped where the dense data would exceed --dense-mem-gb; a solver that
 hits the time cap is not run at larger n for the same batch size.
 """
 from __future__ import annotations
@@ -181,7 +181,12 @@ def make_dqp(p, eps):
 
     settings = dQP.build_settings(solve_type="sparse", qp_solver="osqp",
                                   lin_solver="scipy SPLU", eps_abs=eps)
-    layer = dQP.dQP_layer(settings=settings)
+    layers = []   # one per batch element: a dQP_layer keeps the state of its last solve
+
+    def layer(k):
+        while len(layers) <= k:
+            layers.append(dQP.dQP_layer(settings=settings))
+        return layers[k]
 
     def csc(M):
         M = sp.csc_matrix(M)
@@ -190,7 +195,8 @@ def make_dqp(p, eps):
     H, A, G = csc(p.H), csc(p.A), csc(sp.vstack([p.C, -p.C]))
     h = torch.cat([_t(p.u), -_t(p.l)])
     g = _t(p.g)
-    return lambda b: torch.stack([layer(H, g, G, h, A, b[k])[0] for k in range(b.shape[0])])
+    return lambda b: torch.stack([layer(k)(H, g, G, h, A, b[k])[0].reshape(-1)
+                                  for k in range(b.shape[0])])
 
 
 MAKERS = {"sparseqp": make_sparseqp, "sparseqp-coo": make_sparseqp_coo,
@@ -202,13 +208,27 @@ MAKERS = {"sparseqp": make_sparseqp, "sparseqp-coo": make_sparseqp_coo,
 # ---------------------------------------------------------------------------------------------
 # one configuration, in a child process
 # ---------------------------------------------------------------------------------------------
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status in MB (VmRSS: now, VmHWM: peak of this process).
+
+    (ru_maxrss would carry the parent's peak across the child's exec on Linux.)
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    return _status_mb("VmRSS")
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _status_mb("VmHWM")
 
 
 def run_config(solver: str, n: int, batch: int, eps: float, seed: int) -> dict:
@@ -402,7 +422,9 @@ def parse_args(argv=None):
                     help="seconds per configuration (child process killed after)")
     ap.add_argument("--dense-mem-gb", type=float, default=4.0,
                     help="skip dense peers whose dense data would exceed this")
-    ap.add_argument("--dense-max-n", type=int, default=2000, help="largest n for sparseqp-dense")
+    ap.add_argument("--dense-max-n", type=int, default=500,
+                    help="largest n for sparseqp-dense (every entry of a dense input is a "
+                         "parameter, so its KKT matrix is dense)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-table", action="store_true", help="skip the comparison table")
     ap.add_argument("--big", action="store_true",

@@ -29,6 +29,7 @@ from .status import Status
 
 __all__ = ["ProxALM", "IterationState"]
 
+_STALL_ITERS = 100  # outer iterations without a 1% gain before declaring a stall
 _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by less than this
 
 
@@ -397,6 +398,7 @@ class ProxALM:
         xe, ye, ze = x.copy(), y.copy(), z.copy()
         eps_in = 1e-1
         rp_prev = math.inf
+        best_merit, best_it = math.inf, 0
         status = Status.MAX_ITER_REACHED
         info = {}
         Ax = sc.A @ x if sc.m else np.zeros(0)
@@ -426,6 +428,18 @@ class ProxALM:
                         return st_sh, state_sh, info
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
+                break
+            # no progress at all for many iterations: the tolerance is below what rounding
+            # allows on this problem; say so instead of spinning until max_iter
+            merit = max(rp / tol_p, rd / tol_d) if not closest else rd / tol_d
+            if merit < 0.99 * best_merit:
+                best_merit, best_it = merit, it
+            elif it - best_it >= _STALL_ITERS:
+                status = Status.NUMERICAL_ERROR
+                info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal residual "
+                                   f"{rp:.2e}, dual residual {rd:.2e} (when these are close to "
+                                   "the tolerance, it is below the rounding floor of this "
+                                   "problem: try eps_rel)")
                 break
             dy, dz, dx = y - ye, z - ze, x - xe
             if not closest:

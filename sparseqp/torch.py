@@ -90,7 +90,10 @@ class QPOptions:
         Start each element from the previous call's solution when the shapes match (layers
         only; QPFunction alone keeps no state).
     n_jobs : int
-        Solve the batch with ``sparseqp.batch.solve_batch(problems, n_jobs=...)`` when > 1.
+        1 (default): solve the batch in this process, one kept solver per element. Any other
+        value (k > 1 workers, -1 all CPUs, -2 all but one): solve it with
+        ``sparseqp.batch.solve_batch(problems, n_jobs=...)`` on the sticky worker pool, whose
+        workers keep the factorizations for the backward (no solver reuse between calls).
     patterns : tuple of (_Pattern or None), (3,)
         Fixed sparsity patterns of H, A, C (pattern-fixed form), None where the matrix is given
         in full at each call.
@@ -120,8 +123,9 @@ class QPOptions:
             raise ValueError(f"infeasible must be one of {_INFEASIBLE_MODES}, got {infeasible!r}")
         if on_failure not in _FAILURE_MODES:
             raise ValueError(f"on_failure must be one of {_FAILURE_MODES}, got {on_failure!r}")
-        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
-            raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}")
+        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+            raise ValueError(f"n_jobs must be a nonzero integer (1: in-process, k > 1: k "
+                             f"workers, -1: all CPUs), got {n_jobs!r}")
         if "infeasible" in settings:
             raise ValueError("pass infeasible= directly ('closest' or 'raise')")
         mode = "closest" if infeasible == "closest" else "certificate"
@@ -185,12 +189,13 @@ class _Pattern:
             return np.asarray(M.data, dtype=np.float64)
         M = M.copy()
         M.sum_duplicates()
+        out = np.zeros(self.nnz)
+        if M.nnz == 0:
+            return out
         want = _csc_keys(self.indptr, self.indices, self.shape[0])
         have = _csc_keys(M.indptr, M.indices, self.shape[0])
-        pos = np.searchsorted(have, want)
-        pos = np.minimum(pos, max(have.size - 1, 0))
-        hit = (have.size > 0) & (have[pos] == want) if have.size else np.zeros(want.size, bool)
-        out = np.zeros(want.size)
+        pos = np.minimum(np.searchsorted(have, want), have.size - 1)
+        hit = have[pos] == want
         out[hit] = M.data[pos[hit]]
         return out
 
@@ -201,36 +206,39 @@ def _csc_keys(indptr, indices, m) -> np.ndarray:
 
 
 def _pattern_from_entries(rows, cols, shape, *, symmetric=False, columns=None,
-                          n_values=None) -> _Pattern:
-    """Canonical pattern of the entries (rows[e], cols[e]).
+                          n_values=None, name="matrix") -> _Pattern:
+    """Canonical pattern of the entries (rows[e], cols[e]) of an (m, n) matrix.
 
     ``columns`` (default ``arange(len(rows))``) says which column of the value array holds entry
     e, out of ``n_values`` (default ``len(rows)``): batched COO input uses one value array for
-    all elements.
+    all elements. ``symmetric``: the pattern of (M + M') / 2 (M square).
     """
     m, n = shape
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= m or cols.min() < 0 or cols.max() >= n):
+        raise ValueError(f"{name} has indices outside its shape {(m, n)}")
     k = rows.shape[0]
     columns = np.arange(k) if columns is None else np.asarray(columns, dtype=np.int64)
     n_values = k if n_values is None else n_values
     keys = cols * m + rows
     if symmetric:
-        r, c = np.concatenate((rows, cols)), np.concatenate((cols, rows))
+        all_keys = np.concatenate((keys, rows * m + cols))
         ent = np.concatenate((columns, columns))
         weight = np.full(2 * k, 0.5)
-        all_keys = c * m + r
     else:
-        ent, weight, all_keys = columns, np.ones(k), keys
-    ukeys, inv = np.unique(all_keys, return_inverse=True)
-    scatter = sp.csr_matrix((weight, (inv.reshape(-1), ent)), shape=(ukeys.size, n_values))
+        all_keys, ent, weight = keys, columns, np.ones(k)
+    ukeys, inv, counts = np.unique(all_keys, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    scatter = sp.csr_matrix((weight, (inv, ent)), shape=(ukeys.size, n_values))
     scatter.sum_duplicates()
-    ucols = ukeys // m
     indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(ucols, minlength=n), out=indptr[1:])
-    _, own_inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    np.cumsum(np.bincount(ukeys // m, minlength=n), out=indptr[1:])
+    if symmetric:   # multiplicities among the input's own entries
+        _, own_inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        inv = own_inv.reshape(-1)
     mult = np.ones(n_values)
-    mult[columns] = counts[own_inv.reshape(-1)]
+    mult[columns] = counts[inv[:k]]
     return _Pattern(shape=(m, n), indptr=indptr, indices=(ukeys % m).astype(np.int64),
                     scatter=scatter, mult=mult)
 
@@ -248,7 +256,7 @@ def _pattern_of_scipy(M, name, symmetric) -> _Pattern:
     if M.ndim != 2:
         raise ValueError(f"{name} pattern must be 2-D, got shape {M.shape}")
     coo = M.tocoo() if M.format != "coo" else M
-    return _pattern_from_entries(coo.row, coo.col, M.shape, symmetric=symmetric)
+    return _pattern_from_entries(coo.row, coo.col, M.shape, symmetric=symmetric, name=name)
 
 
 # =============================================================================================
@@ -369,12 +377,19 @@ def common_batch(named_batches) -> int | None:
     return None if seen is None else seen[1]
 
 
-def _parse_dense(name, t, symmetric) -> _MatrixArg:
+def _parse_dense(name, t, symmetric, cache=None) -> _MatrixArg:
     batch = _batch_of(name, t, "m, n")
     shape = tuple(t.shape[-2:])
     vals = _to_numpy(t).reshape(batch or 1, shape[0] * shape[1])
     _check_finite(name, vals)
-    return _MatrixArg(name, "dense", batch, vals, [_dense_pattern(shape, symmetric)], t)
+    key = (shape, symmetric)
+    if cache is not None and key in cache.dense_patterns:
+        pattern = cache.dense_patterns[key]
+    else:
+        pattern = _dense_pattern(shape, symmetric)
+        if cache is not None:
+            cache.dense_patterns[key] = pattern
+    return _MatrixArg(name, "dense", batch, vals, [pattern], t)
 
 
 def _parse_coo(name, t, symmetric) -> _MatrixArg:
@@ -387,13 +402,14 @@ def _parse_coo(name, t, symmetric) -> _MatrixArg:
     _check_finite(name, vals)
     k = idx.shape[1]
     if batch is None:
-        pats = [_pattern_from_entries(idx[0], idx[1], shape, symmetric=symmetric)]
+        pats = [_pattern_from_entries(idx[0], idx[1], shape, symmetric=symmetric, name=name)]
     else:
         pats = []
         for b in range(batch):
             sel = np.flatnonzero(idx[0] == b)
             pats.append(_pattern_from_entries(idx[1, sel], idx[2, sel], shape,
-                                              symmetric=symmetric, columns=sel, n_values=k))
+                                              symmetric=symmetric, columns=sel, n_values=k,
+                                              name=name))
     return _MatrixArg(name, "coo", batch, vals, pats, t)
 
 
@@ -409,7 +425,7 @@ def _parse_csr(name, t, symmetric) -> _MatrixArg:
     pats = []
     for b in range(crow.shape[0]):
         rows = np.repeat(np.arange(shape[0], dtype=np.int64), np.diff(crow[b]))
-        pats.append(_pattern_from_entries(rows, col[b], shape, symmetric=symmetric))
+        pats.append(_pattern_from_entries(rows, col[b], shape, symmetric=symmetric, name=name))
     return _MatrixArg(name, "csr", batch, vals, pats, t)
 
 
@@ -429,7 +445,7 @@ def _parse_values(name, t, pattern: _Pattern) -> _MatrixArg:
     return _MatrixArg(name, "values", batch, vals, [pattern], t)
 
 
-def _parse_matrix(name, t, *, symmetric, pattern=None) -> _MatrixArg:
+def _parse_matrix(name, t, *, symmetric, pattern=None, cache=None) -> _MatrixArg:
     _check_float(name, t)
     if pattern is not None:
         return _parse_values(name, t, pattern)
@@ -438,7 +454,7 @@ def _parse_matrix(name, t, *, symmetric, pattern=None) -> _MatrixArg:
     if symmetric and t.shape[-1] != t.shape[-2]:
         raise ValueError(f"{name} must be square, got shape {tuple(t.shape)}")
     if t.layout == torch.strided:
-        return _parse_dense(name, t, symmetric)
+        return _parse_dense(name, t, symmetric, cache)
     if t.layout == torch.sparse_coo:
         return _parse_coo(name, t, symmetric)
     if t.layout == torch.sparse_csr:
@@ -447,7 +463,7 @@ def _parse_matrix(name, t, *, symmetric, pattern=None) -> _MatrixArg:
                     "CSR tensor)")
 
 
-def _parse_vector(name, t, length, *, fill=None, allow_inf="") -> _VectorArg:
+def _parse_vector(name, t, length, *, fill=0.0, allow_inf="") -> _VectorArg:
     if t is None:
         return _VectorArg(name, None, np.full((1, length), fill, dtype=np.float64), None)
     _check_float(name, t)
@@ -520,7 +536,8 @@ def _parse_inputs(H, g, A, b, C, l, u, options: QPOptions) -> _Batch:
             raise ValueError(f"{name} values are required: the layer was built with a {name} "
                              "pattern")
         if t is not None:
-            mats[name] = _parse_matrix(name, t, symmetric=name == "H", pattern=pat)
+            mats[name] = _parse_matrix(name, t, symmetric=name == "H", pattern=pat,
+                                       cache=options.cache)
     for arg in mats.values():
         _check_matrix_shape(arg, n)
     n_eq = mats["A"].shape[0] if mats["A"] is not None else 0
@@ -586,6 +603,7 @@ class _SolverCache:
 
     def __init__(self):
         self.slots: list[_Slot] = []
+        self.dense_patterns: dict = {}   # (shape, symmetric) -> _Pattern of dense inputs
 
     def slot(self, b: int) -> _Slot:
         while len(self.slots) <= b:
@@ -597,6 +615,7 @@ class _SolverCache:
 
     def clear(self) -> None:
         self.slots = []
+        self.dense_patterns = {}
 
 
 def _element_patterns(batch: _Batch, b: int) -> tuple:
@@ -690,12 +709,12 @@ def _solve_warm(solver: Solver, warm: dict, warm_start: bool):
 
 
 def _solve_parallel(batch: _Batch, options: QPOptions) -> list:
-    """Solve the batch with ``sparseqp.batch.solve_batch`` (n_jobs > 1)."""
+    """Solve the batch with ``sparseqp.batch.solve_batch`` (n_jobs != 1)."""
     try:
         solve_batch = importlib.import_module("sparseqp.batch").solve_batch
     except (ImportError, AttributeError):
         raise NotImplementedError(
-            "n_jobs > 1 needs sparseqp.batch.solve_batch, which is not available in this "
+            "n_jobs != 1 needs sparseqp.batch.solve_batch, which is not available in this "
             "installation; use n_jobs=1") from None
     problems = []
     for b in range(batch.size):
@@ -706,7 +725,7 @@ def _solve_parallel(batch: _Batch, options: QPOptions) -> list:
 
 
 def _solve_all(batch: _Batch, options: QPOptions) -> list:
-    if options.n_jobs > 1:
+    if options.n_jobs != 1:
         return _solve_parallel(batch, options)
     results = [_solve_element(batch, b, options) for b in range(batch.size)]
     if options.cache is not None:
@@ -790,25 +809,43 @@ def _element_cotangents(douts: dict, b: int, result) -> dict | None:
 
 
 def _vjp_all(results, ok, douts: dict, options: QPOptions) -> list:
-    """``result.vjp`` of every successful element with a nonzero cotangent (None otherwise)."""
+    """``result.vjp`` of every successful element with a nonzero cotangent (None otherwise).
+
+    Pooled results (n_jobs != 1) go through ``sparseqp.batch.vjp_batch`` (one message per
+    worker); an element that cannot be differentiated is then retried alone to name it.
+    """
     from .derivatives import DerivativeError
 
-    grads = []
+    todo = {}
     for b, r in enumerate(results):
         kw = _element_cotangents(douts, b, r) if ok[b] else None
-        if kw is None:
-            grads.append(None)
-            continue
+        if kw is not None:
+            todo[b] = kw
+    grads = [None] * len(results)
+    if options.n_jobs != 1 and len(todo) > 1:
         try:
-            grads.append(r.vjp(**kw))
+            done = _vjp_pooled([results[b] for b in todo], list(todo.values()))
+            for b, gr in zip(todo, done):
+                grads[b] = gr
+            return grads
+        except DerivativeError:
+            pass
+    for b, kw in todo.items():
+        try:
+            grads[b] = results[b].vjp(**kw)
         except DerivativeError as exc:
             if options.on_failure == "raise":
                 raise QPSolveError(f"batch element {b} could not be differentiated: {exc}") from exc
             if options.on_failure == "warn":
                 warnings.warn(f"batch element {b} could not be differentiated ({exc}); its "
                               "gradients are zero", RuntimeWarning, stacklevel=4)
-            grads.append(None)
     return grads
+
+
+def _vjp_pooled(results: list, kwargs: list) -> list:
+    vjp_batch = importlib.import_module("sparseqp.batch").vjp_batch
+    cols = {k: [kw.get(k) for kw in kwargs] for k in ("dx", "dy", "dz", "ds_eq", "ds_in")}
+    return vjp_batch(results, **{k: v for k, v in cols.items() if any(e is not None for e in v)})
 
 
 def _matrix_grad_values(arg: _MatrixArg, grads: list) -> np.ndarray:
@@ -853,10 +890,11 @@ def _matrix_grad_tensor(arg: _MatrixArg, gv: np.ndarray) -> torch.Tensor:
         for pat in arg.patterns[1:]:
             mult = np.maximum(mult, pat.mult)
         vals = _as_tensor(gv[0] / mult, t)
-        return torch.sparse_coo_tensor(t._indices(), vals, t.shape,
+        return torch.sparse_coo_tensor(t._indices(), vals, t.shape, check_invariants=False,
                                        is_coalesced=t.is_coalesced())
     vals = _as_tensor(gv.reshape(t.values().shape), t)
-    return torch.sparse_csr_tensor(t.crow_indices(), t.col_indices(), vals, t.shape)
+    return torch.sparse_csr_tensor(t.crow_indices(), t.col_indices(), vals, t.shape,
+                                   check_invariants=False)
 
 
 def _vector_grad_tensor(arg: _VectorArg, gv: np.ndarray) -> torch.Tensor:
@@ -998,12 +1036,13 @@ def _as_pattern(name: str, M, symmetric: bool) -> _Pattern | None:
     if isinstance(M, torch.Tensor) and M.dim() == 2:
         if M.layout == torch.sparse_coo:
             idx = M._indices().cpu().numpy()
-            return _pattern_from_entries(idx[0], idx[1], tuple(M.shape), symmetric=symmetric)
+            return _pattern_from_entries(idx[0], idx[1], tuple(M.shape), symmetric=symmetric,
+                                         name=name)
         if M.layout == torch.sparse_csr:
             crow = M.crow_indices().cpu().numpy()
             rows = np.repeat(np.arange(M.shape[0], dtype=np.int64), np.diff(crow))
             return _pattern_from_entries(rows, M.col_indices().cpu().numpy(), tuple(M.shape),
-                                         symmetric=symmetric)
+                                         symmetric=symmetric, name=name)
     raise TypeError(f"{name} pattern must be a scipy sparse matrix or a 2-D torch sparse COO/CSR "
                     f"tensor, got {type(M).__name__}")
 

@@ -3,7 +3,8 @@
 Data: n <= 8, H = M M' (M n x k, k in 0..n, so H may be rank deficient or zero), entries on a
 grid of multiples of 1/2 (so H is exactly PSD in floating point), equality rows that may be
 inconsistent (b drawn at random instead of A x_feas, more rows than variables), inequality rows
-with every kind of bounds (free, one-sided, two-sided, equal) that may also be inconsistent.
+with every kind of bounds (free, one-sided, two-sided, equal) that may also be inconsistent, and
+for about half of the problems finite bounds on every variable.
 
 Whatever the data, a solve must end in one of:
   * SOLVED with the KKT conditions satisfied at eps_abs,
@@ -85,6 +86,13 @@ def qp_data(draw):
             l[i] = -np.inf
         elif kind == "equal":
             l[i] = u[i] = center[i]
+    # about half of the problems get finite bounds on every variable (bounded feasible set), so
+    # that SOLVED / SOLVED_CLOSEST_FEASIBLE outcomes are not crowded out by unbounded ones
+    if draw(st.booleans()):
+        box = draw(arrays(np.float64, (n,), elements=st.integers(1, 8).map(lambda k: k / 4.0)))
+        C = np.vstack([C, np.eye(n)])
+        l = np.concatenate([l, -box])
+        u = np.concatenate([u, box])
     sparse = draw(st.booleans())
     conv = sp.csc_matrix if sparse else (lambda X: X)
     return dict(H=conv(H), g=g, A=conv(A), b=b, C=conv(C), l=l, u=u)

@@ -88,6 +88,39 @@ def test_kkt_and_reference_objective(name, kw, eps):
     assert res.certificate is None
 
 
+@pytest.mark.parametrize("cls", ["random", "equality", "box", "mpc", "portfolio", "lasso"])
+def test_benchmark_classes_size_1000(cls):
+    """The benchmark classes of sparseqp.problems (banded random patterns) at ~1000 variables;
+    each solves in well under a second when all is well (Clarabel: < 0.2 s)."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES[cls](1000, seed=1)
+    res = _solve(P, time_limit=10.0)
+    assert res.status == Status.SOLVED, \
+        f"{P.name}: {res.status!r} nit={res.nit} n_newton={res.n_newton} dual_res={res.dual_res:.2e}"
+    assert_kkt(res, P, 1e-8, what=P.name)
+    ref = reference_solve(P)
+    assert ref["fun"] is not None, ref["status"]
+    assert abs(res.fun - ref["fun"]) <= 1e-6 * (1 + abs(ref["fun"]))
+
+
+@pytest.mark.parametrize("cost_scale,con_scale", [(1e-6, 1.0), (1e6, 1.0), (1.0, 1e6), (1.0, 1e-6),
+                                                   (1e3, 1e-3)])
+def test_relative_tolerance_on_rescaled_problem(cost_scale, con_scale):
+    """Scaling the cost (H, g) or the constraints (A, b, C, l, u) by a constant changes units,
+    not the problem: with a purely relative tolerance it must still be solved, to the same x."""
+    P0 = gen("random_qp", n=100, n_eq=10, n_in=50, seed=3)
+    base = _solve(P0)
+    assert base.status == Status.SOLVED
+    P = make_problem(P0.H * cost_scale, P0.g * cost_scale, P0.A * con_scale, P0.b * con_scale,
+                     P0.C * con_scale, P0.l * con_scale, P0.u * con_scale)
+    r = _solve(P, eps_abs=1e-20, eps_rel=1e-8, time_limit=10.0)
+    assert r.status == Status.SOLVED, \
+        f"{r.status!r} nit={r.nit} n_newton={r.n_newton} prim={r.prim_res:.2e} dual={r.dual_res:.2e}"
+    dx = _inf(r.x - base.x)
+    assert dx <= 1e-5 * (1 + _inf(base.x)), f"x differs from the unscaled solution by {dx:.2e}"
+
+
 @pytest.mark.parametrize("name,kw", [
     pytest.param("random_qp", dict(n=40, n_eq=8, n_in=20), id="random"),
     pytest.param("mpc_qp", dict(nx=4, nu=2, horizon=8), id="mpc"),
@@ -295,6 +328,19 @@ def test_closest_feasible_matches_two_stage(kind, seed, n):
     r = _solve(P)  # infeasible="closest" is the default
     _check_closest(P, r)
     assert r.certificate is None or isinstance(r.certificate, dict)
+
+
+@pytest.mark.parametrize("mode", ["closest", "certificate"])
+@pytest.mark.parametrize("kind", ["eq", "ineq", "mixed"])
+def test_infeasible_medium(kind, mode):
+    """Inconsistent constraints on a medium problem (the feasible base solves in ~0.01 s)."""
+    P = gen("infeasible_qp", n=200, seed=0, kind=kind)
+    r = _solve(P, infeasible=mode, time_limit=10.0)
+    if mode == "closest":
+        _check_closest(P, r)
+    else:
+        assert r.status == Status.PRIMAL_INFEASIBLE, f"{P.name}: {r.status!r} nit={r.nit}"
+        check_primal_certificate(P, r.certificate)
 
 
 def test_closest_feasible_lower_tolerance():

@@ -12,6 +12,12 @@ from sparseqp import Status  # noqa: E402
 from sparseqp.torch import (QPFunction, QPLayer, QPOptions, QPSolveError,  # noqa: E402
                             common_batch)
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+    pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:proxsuite"),
+]
+
 F64 = torch.float64
 NAMES = ("H", "g", "A", "b", "C", "l", "u")
 # Tight tolerances for finite differences: eps_rel keeps the threshold just above the rounding
@@ -138,6 +144,21 @@ def test_unbatched_arguments_broadcast_against_batched():
     for k in range(3):
         np.testing.assert_allclose(xb[k].numpy(), layer(H, gb[k], A, b, C, l, u).numpy(),
                                    atol=1e-8)
+
+
+def test_nonsymmetric_h_enters_through_its_symmetric_part():
+    H, g, A, b, C, l, u = tensors(feasible_data(seed=22))
+    K = torch.randn(5, 5, dtype=F64)
+    Hn = (H + K - K.T).requires_grad_()          # same symmetric part as H
+    Hs = H.clone().requires_grad_()
+    layer = QPLayer(eps_abs=1e-11)
+    x_n = layer(Hn, g, A, b, C, l, u)
+    x_s = layer(Hs, g, A, b, C, l, u)
+    np.testing.assert_allclose(x_n.detach(), x_s.detach(), atol=1e-9)
+    x_n.sum().backward()
+    x_s.sum().backward()
+    np.testing.assert_allclose(Hn.grad, Hs.grad, atol=1e-8)
+    np.testing.assert_allclose(Hs.grad, Hs.grad.T, atol=1e-12)
 
 
 def test_lp_and_optional_arguments():
@@ -637,23 +658,20 @@ def test_bad_options():
         QPLayer(outputs=("x", "lam"))
     with pytest.raises(ValueError, match="n_jobs"):
         QPLayer(n_jobs=0)
+    with pytest.raises(ValueError, match="n_jobs"):
+        QPLayer(n_jobs=1.5)
     with pytest.raises(TypeError, match="pattern"):
         QPLayer(H=np.eye(3))
 
 
-def test_n_jobs_uses_solve_batch_or_says_why():
-    args = _args()
-    g2 = torch.stack([args[1], -args[1]])
-    layer = QPLayer(n_jobs=2, eps_abs=1e-10)
-    try:
-        import sparseqp.batch as batch_mod
-        has_batch = hasattr(batch_mod, "solve_batch")
-    except ImportError:
-        has_batch = False
-    if not has_batch:
-        with pytest.raises(NotImplementedError, match="solve_batch"):
-            layer(args[0], g2, *args[2:])
-        return
-    x = layer(args[0], g2, *args[2:])
-    ref = QPLayer(eps_abs=1e-10)(args[0], g2, *args[2:])
-    np.testing.assert_allclose(x, ref, atol=1e-7)
+def test_n_jobs_uses_solve_batch():
+    pytest.importorskip("sparseqp.batch")
+    H, g, A, b, C, l, u = _args()
+    g2 = torch.stack([g, -g, 2 * g]).requires_grad_()
+    g3 = g2.detach().clone().requires_grad_()
+    x = QPLayer(n_jobs=2, eps_abs=1e-10)(H, g2, A, b, C, l, u)
+    ref = QPLayer(eps_abs=1e-10)(H, g3, A, b, C, l, u)
+    np.testing.assert_allclose(x.detach(), ref.detach(), atol=1e-7)
+    x.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(g2.grad, g3.grad, atol=1e-6)

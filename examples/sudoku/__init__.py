@@ -1,0 +1,1 @@
+"""Sudoku experiment of the QPLayer paper (learning constraint matrices), reproduced on sparseqp."""

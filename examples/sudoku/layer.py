@@ -1,0 +1,152 @@
+"""A small differentiable LP/QP layer on top of the NumPy core of sparseqp.
+
+    x*(p, A, b) = argmin_x 1/2 eps |x|^2 - p'x   s.t.  A x = b,  x >= 0
+
+solved with ``infeasible="closest"``: when {A x = b, x >= 0} is empty the solver returns the
+solution of the closest feasible problem, with shifts ``s_eq = A x - b`` and
+``s_in = x - proj_{>=0}(x)`` (so ``s_in = min(x, 0)``). The layer returns (x, s_eq, s_in) and
+differentiates all three through ``Result.vjp``.
+
+A is given by its values on a fixed sparsity pattern (:class:`Pattern`): a full pattern gives a
+dense learned A, a random sparse pattern a sparse one (the QP stays sparse for 9x9 boards).
+Batches are a loop over puzzles, or ``sparseqp.solve_batch`` / ``vjp_batch`` on a process pool
+when ``n_jobs > 1``. This does not depend on ``sparseqp.torch`` (written separately).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+import sparseqp
+
+__all__ = ["Pattern", "QPLayerFn", "qp_layer", "pattern_matvec"]
+
+_OK = (sparseqp.Status.SOLVED, sparseqp.Status.SOLVED_CLOSEST_FEASIBLE)
+
+
+class Pattern:
+    """A fixed CSC sparsity pattern of an (m, n) matrix; values are ordered as in CSC."""
+
+    def __init__(self, m: int, n: int, mask: np.ndarray | None = None):
+        if mask is None:
+            mask = np.ones((m, n), dtype=bool)
+        M = sp.csc_matrix(np.asarray(mask, dtype=float))
+        M.sort_indices()
+        self.shape = (m, n)
+        self.indptr = M.indptr.astype(np.int64)
+        self.indices = M.indices.astype(np.int64)
+        self.rows = self.indices
+        self.cols = np.repeat(np.arange(n), np.diff(self.indptr))
+        self.nnz = len(self.indices)
+        self.rows_t = torch.as_tensor(self.rows)
+        self.cols_t = torch.as_tensor(self.cols)
+
+    @classmethod
+    def dense(cls, m, n):
+        return cls(m, n)
+
+    @classmethod
+    def random_sparse(cls, m, n, per_col, rng):
+        """``per_col`` random rows in every column, every row hit at least once."""
+        mask = np.zeros((m, n), dtype=bool)
+        for j in range(n):
+            mask[rng.choice(m, size=per_col, replace=False), j] = True
+        for i in np.flatnonzero(~mask.any(1)):
+            mask[i, rng.integers(n)] = True
+        return cls(m, n, mask)
+
+    def matrix(self, values: np.ndarray) -> sp.csc_matrix:
+        return sp.csc_matrix((np.array(values, dtype=np.float64, copy=True), self.indices.copy(),
+                              self.indptr.copy()), shape=self.shape)
+
+    def values_of(self, M) -> np.ndarray:
+        """The entries of sparse M on this pattern (entries off the pattern are dropped)."""
+        M = sp.csc_matrix(M)
+        M.sum_duplicates()
+        M.sort_indices()
+        if (M.indptr.shape == self.indptr.shape and np.array_equal(M.indptr, self.indptr)
+                and np.array_equal(M.indices, self.indices)):
+            return np.asarray(M.data, dtype=np.float64)
+        return np.asarray(M[self.rows, self.cols]).ravel().astype(np.float64)
+
+    def to_dense(self, values: torch.Tensor) -> torch.Tensor:
+        out = values.new_zeros(self.shape)
+        out[self.rows_t, self.cols_t] = values
+        return out
+
+
+def pattern_matvec(pattern: Pattern, values: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """A @ z for A given by (pattern, values); differentiable in values and z. z: (n,) or (B, n)."""
+    prod = values * z[..., pattern.cols_t]
+    out = prod.new_zeros(prod.shape[:-1] + (pattern.shape[0],))
+    return out.index_add_(prod.dim() - 1, pattern.rows_t, prod)
+
+
+class QPLayerFn(torch.autograd.Function):
+    """(p (B, n), a_values (nnz,), b (m,) or (B, m)) -> (x, s_eq, s_in), each (B, .)."""
+
+    @staticmethod
+    def forward(ctx, p, a_values, b, pattern, eps, settings, n_jobs):
+        m, n = pattern.shape
+        P = p.detach().cpu().to(torch.float64).numpy()
+        B = P.shape[0]
+        bb = b.detach().cpu().to(torch.float64).numpy()
+        shared_b = bb.ndim == 1
+        A = pattern.matrix(a_values.detach().cpu().numpy())
+        H = sp.identity(n, format="csc") * eps
+        C = sp.identity(n, format="csc")
+        lo, up = np.zeros(n), np.full(n, np.inf)
+        probs = [(H, -P[i].copy(), A, (bb if shared_b else bb[i]).copy(), C, lo, up)
+                 for i in range(B)]
+        if n_jobs and n_jobs > 1:
+            results = sparseqp.solve_batch(probs, n_jobs=n_jobs, **settings)
+        else:
+            results = [sparseqp.solve(*pr, **settings) for pr in probs]
+        bad = [i for i, r in enumerate(results) if r.status not in _OK]
+        ctx.results, ctx.bad, ctx.pattern, ctx.shared_b = results, set(bad), pattern, shared_b
+        ctx.n_jobs = n_jobs
+        ctx.dtype = p.dtype
+        ctx.info = {"n_failed": len(bad),
+                    "n_closest": sum(r.status == sparseqp.Status.SOLVED_CLOSEST_FEASIBLE
+                                     for r in results)}
+        X = np.stack([r.x for r in results])
+        Seq = np.stack([r.s_eq for r in results])
+        Sin = np.stack([r.s_in for r in results])
+        to = lambda a: torch.as_tensor(a, dtype=p.dtype)
+        ctx.mark_non_differentiable()
+        return to(X), to(Seq), to(Sin)
+
+    @staticmethod
+    def backward(ctx, dX, dSeq, dSin):
+        results, pattern = ctx.results, ctx.pattern
+        B = len(results)
+        m, n = pattern.shape
+        z = lambda shape: np.zeros(shape)
+        dX = dX.detach().double().numpy() if dX is not None else z((B, n))
+        dSeq = dSeq.detach().double().numpy() if dSeq is not None else z((B, m))
+        dSin = dSin.detach().double().numpy() if dSin is not None else z((B, n))
+        good = [i for i in range(B) if i not in ctx.bad]
+        if ctx.n_jobs and ctx.n_jobs > 1:
+            grads = sparseqp.vjp_batch([results[i] for i in good], dx=dX[good], ds_eq=dSeq[good],
+                                       ds_in=dSin[good])
+        else:
+            grads = [results[i].vjp(dx=dX[i], ds_eq=dSeq[i], ds_in=dSin[i]) for i in good]
+        dp = np.zeros((B, n))
+        da = np.zeros(pattern.nnz)
+        db = np.zeros((B, m))
+        for i, g in zip(good, grads):
+            dp[i] = -g.g
+            da += pattern.values_of(g.A)
+            db[i] = g.b
+        if ctx.shared_b:
+            db = db.sum(0)
+        t = lambda a: torch.as_tensor(a, dtype=ctx.dtype)
+        return t(dp), t(da), t(db), None, None, None, None
+
+
+def qp_layer(p, a_values, b, pattern, eps=0.1, settings=None, n_jobs=1):
+    settings = dict(eps_abs=1e-8, infeasible="closest") | dict(settings or {})
+    return QPLayerFn.apply(p, a_values, b, pattern, float(eps), settings, n_jobs)

@@ -1,0 +1,124 @@
+"""Models of the Sudoku experiment.
+
+* :class:`FeasibleQP` (OptNet style, feasible by construction)::
+
+      x* = argmin 1/2 eps|x|^2 - p'x  s.t.  A x = A z0,  x >= 0,   z0 = exp(log_z0) > 0
+
+  Learned: A (values on a fixed pattern) and log_z0. z0 is feasible, so the QP always is.
+* :class:`LearnedQP` (the QPLayer paper's "learning feasibility")::
+
+      x*, s* = closest-feasible solution of  min 1/2 eps|x|^2 - p'x  s.t.  A x = b,  x >= 0
+
+  Learned: A and b (b initialized to ones; ``learn_b=False`` keeps b = 1 as in the paper). The
+  constraints can be inconsistent during training; the loss penalizes the shifts s, so training
+  drives the learned constraints towards consistency.
+* :class:`MLP`: a one-hidden-layer baseline with about as many parameters.
+
+Every model maps one-hot puzzles p (B, n) to a dict with ``x`` (B, n) and the shifts
+``s_eq``/``s_in`` (None for the MLP).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layer import Pattern, pattern_matvec, qp_layer
+
+__all__ = ["FeasibleQP", "LearnedQP", "MLP", "make_model", "n_params", "default_m"]
+
+
+def default_m(k: int) -> int:
+    """Rank of the true Sudoku constraint matrix: 40 for 4x4 (as in OptNet), 249 for 9x9."""
+    return {2: 40, 3: 249}[k]
+
+
+def make_pattern(k: int, m: int, seed: int, per_col: int | None) -> Pattern:
+    n = k ** 6
+    if per_col is None:
+        return Pattern.dense(m, n)
+    return Pattern.random_sparse(m, n, per_col, np.random.default_rng(seed))
+
+
+class _QPBase(nn.Module):
+    def __init__(self, k, m=None, eps=0.1, per_col=None, seed=0, n_jobs=1, settings=None):
+        super().__init__()
+        self.k, self.n = k, k ** 6
+        self.m = m or default_m(k)
+        self.eps, self.n_jobs = eps, n_jobs
+        self.settings = dict(settings or {})
+        self.pattern = make_pattern(k, self.m, seed, per_col)
+        g = torch.Generator().manual_seed(seed)
+        # entries ~ N(0, 1/(nnz per row)) keep the rows of A at unit scale
+        scale = 1.0 / np.sqrt(max(1.0, self.pattern.nnz / self.m))
+        self.a = nn.Parameter(torch.randn(self.pattern.nnz, generator=g, dtype=torch.float64)
+                              * scale)
+        self.last_info = {}
+
+    def A_dense(self):
+        return self.pattern.to_dense(self.a.detach())
+
+    def _solve(self, p, b):
+        x, s_eq, s_in = qp_layer(p.double(), self.a, b, self.pattern, eps=self.eps,
+                                 settings=self.settings, n_jobs=self.n_jobs)
+        return {"x": x, "s_eq": s_eq, "s_in": s_in}
+
+
+class FeasibleQP(_QPBase):
+    name = "feasible"
+
+    def __init__(self, k, **kw):
+        super().__init__(k, **kw)
+        g = torch.Generator().manual_seed(kw.get("seed", 0) + 1)
+        # log z0 near log(1/N): z0 ~ the uniform fractional board
+        self.log_z0 = nn.Parameter(torch.full((self.n,), -np.log(k * k), dtype=torch.float64)
+                                   + 0.1 * torch.randn(self.n, generator=g, dtype=torch.float64))
+
+    def forward(self, p):
+        b = pattern_matvec(self.pattern, self.a, torch.exp(self.log_z0))
+        return self._solve(p, b)
+
+
+class LearnedQP(_QPBase):
+    name = "learned"
+
+    def __init__(self, k, learn_b=True, **kw):
+        super().__init__(k, **kw)
+        b = torch.ones(self.m, dtype=torch.float64)
+        self.b = nn.Parameter(b) if learn_b else nn.Parameter(b, requires_grad=False)
+
+    def forward(self, p):
+        return self._solve(p, self.b)
+
+
+class MLP(nn.Module):
+    name = "mlp"
+
+    def __init__(self, k, hidden=None, target_params=None, seed=0, **_):
+        super().__init__()
+        n = k ** 6
+        if hidden is None:
+            target = target_params or default_m(k) * n
+            hidden = max(4, round((target - n) / (2 * n + 1)))
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, n))
+        self.double()
+
+    def forward(self, p):
+        return {"x": torch.sigmoid(self.net(p.double())), "s_eq": None, "s_in": None}
+
+
+def make_model(name, k, **kw):
+    if name == "feasible":
+        return FeasibleQP(k, **kw)
+    if name == "learned":
+        return LearnedQP(k, **kw)
+    if name == "mlp":
+        qp_params = LearnedQP(k, **kw)
+        target = n_params(qp_params)
+        return MLP(k, target_params=target, seed=kw.get("seed", 0))
+    raise ValueError(f"unknown model {name!r}")
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
