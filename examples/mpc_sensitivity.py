@@ -45,12 +45,12 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="seed of the initial state")
     parser.add_argument("--out", default="mpc_sensitivity.png", help="PNG file of the figure")
     parser.add_argument("--quick", action="store_true",
-                        help="short run for tests (20 steps, horizon 20 unless given)")
+                        help="short run for tests (40 steps, horizon 15 unless given)")
     args = parser.parse_args(argv)
     if args.steps is None:
-        args.steps = 20 if args.quick else 60
+        args.steps = 40 if args.quick else 60
     if args.horizon is None:
-        args.horizon = 20 if args.quick else 40
+        args.horizon = 15 if args.quick else 40
     if args.steps < 1 or args.horizon < 1:
         parser.error("--steps and --horizon must be >= 1")
     return args
@@ -190,10 +190,17 @@ def main(argv=None) -> int:
           f" iterations, {np.mean(log['nfact']):.1f} factorizations, "
           f"{1e3 * np.mean(log['time']):.1f} ms (solve + derivatives)")
     print(f"first input bound rows of C: {u_rows.tolist()}")
-    print(f"unconstrained steps: {res['n_free']} of {args.steps}; "
-          f"LQR check max |du0/dx0 + K_0| = {res['lqr_diff']:.3e}")
-    print(f"saturated inputs: {res['n_sat']} (step, input) pairs; max |gain row| of saturated "
-          f"inputs = {res['sat_gain']:.3e}; max |du0_i/d(bound_i) - 1| = {res['bound_err']:.3e}")
+    if res["n_free"]:
+        print(f"unconstrained steps: {res['n_free']} of {args.steps}; "
+              f"LQR check max |du0/dx0 + K_0| = {res['lqr_diff']:.3e}")
+    else:
+        print(f"unconstrained steps: 0 of {args.steps}; LQR check skipped (run more --steps)")
+    if res["n_sat"]:
+        print(f"saturated inputs: {res['n_sat']} (step, input) pairs; max |gain row| of "
+              f"saturated inputs = {res['sat_gain']:.3e}; max |du0_i/d(bound_i) - 1| = "
+              f"{res['bound_err']:.3e}")
+    else:
+        print("saturated inputs: none (raise the initial state or lower --u-bound)")
     print(f"figure saved to {args.out} ({time.perf_counter() - t_start:.2f} s in all)")
     return 0
 

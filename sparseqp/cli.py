@@ -48,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line on stderr (no usage block)."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        name = self.prog.split()[0]
+        self.exit(EXIT_USAGE, f"{name}: error: {message} (see '{self.prog} --help')\n")
 
 
 # --------------------------------------------------------------------------------------------

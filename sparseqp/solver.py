@@ -345,6 +345,20 @@ class ProxALM:
             return {"dy": dy, "dz": dz}
         return None
 
+    def _shift_certificate(self, Ax, Cx, mu_eq, mu_in):
+        """The penalty-weighted constraint shift as a Farkas certificate.
+
+        At a minimizer of the penalized infeasibility, (dy, dz) = (M_eq^-1 s_eq, M_in^-1 s_in)
+        (scaled) satisfies A'dy + C'dz = 0 and b'dy + u'[dz]_+ - l'[dz]_- < 0: the direction the
+        ALM multipliers move in, computed without subtracting two huge multipliers.
+        """
+        sc = self.sc
+        dy = (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
+        s_in = np.empty(sc.p)
+        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+        dz = s_in / mu_in if sc.p else s_in
+        return self._primal_certificate(dy, dz)
+
     def _dual_certificate(self, dx_s):
         sc = self.sc
         dx = sc.unscale_x(dx_s)
@@ -443,7 +457,10 @@ class ProxALM:
                 break
             dy, dz, dx = y - ye, z - ze, x - xe
             if not closest:
-                cert = self._primal_certificate(dy, dz) if (sc.m or sc.p) and rp > tol_p else None
+                cert = None
+                if (sc.m or sc.p) and rp > tol_p:
+                    cert = (self._shift_certificate(Ax, Cx, mu_eq, mu_in)
+                            or self._primal_certificate(dy, dz))
                 if cert is not None:
                     if st.infeasible == "certificate":
                         self.certificate = cert
