@@ -133,8 +133,8 @@ def _check_settings(settings: dict) -> None:
         raise UsageError(f"bad option: {exc}") from None
 
 
-def _read(path) -> "Problem":  # noqa: F821 (string annotation, avoids importing io eagerly)
-    """Read a problem file; every failure becomes a one-line UsageError naming the file."""
+def _read(path):
+    """Read a problem file into a Problem; any failure becomes a one-line UsageError."""
     from .io import read_problem
 
     path = os.fspath(path)
@@ -336,12 +336,11 @@ def _shifted_geomean(times, shift: float = SGM_SHIFT) -> float:
 def _summary(rows: list[dict], solver: str, time_limit) -> dict:
     mine = [r for r in rows if r["solver"] == solver]
     ok = [r for r in mine if r["success"]]
-    # failures count at the time limit (or at their own time when there is none)
-    cap = time_limit if time_limit is not None else None
+    # failures count at the time limit (at their own time when there is none)
     times = []
     for r in mine:
-        t = r["time"] if math.isfinite(r["time"]) else (cap or 0.0)
-        times.append(t if r["success"] or cap is None else max(t, cap))
+        t = r["time"] if math.isfinite(r["time"]) else (time_limit or 0.0)
+        times.append(t if r["success"] or time_limit is None else max(t, time_limit))
     return {"solver": solver, "problems": len(mine), "solved": len(ok),
             "success_rate": len(ok) / len(mine) if mine else math.nan,
             "shifted_geomean_time": _shifted_geomean(times), "shift": SGM_SHIFT}

@@ -239,6 +239,7 @@ class ProxALM:
         sc, kkt = self.sc, self.kkt
         z, active = self._z, self._active
         stall = 0
+        floor_hits, g_prev = 0, np.inf
         for _ in range(self.st.max_iter_in):
             Ax = sc.A @ x if sc.m else np.zeros(0)
             Cx = sc.C @ x if sc.p else np.zeros(0)
@@ -258,6 +259,13 @@ class ProxALM:
             gnorm = _kernels.scaled_inf_norm(grad, self._dual_unscale, False)
             if gnorm <= eps_in:
                 return x, y, z.copy(), Ax, Cx, True
+            # On a fixed active set the merit is quadratic and one Newton step is exact: a
+            # gradient that no longer halves there is the rounding floor of the linear algebra.
+            if n_changed == 0 and gnorm > 0.5 * g_prev:
+                floor_hits += 1
+                if floor_hits >= 3:
+                    return x, y, z.copy(), Ax, Cx, False
+            g_prev = gnorm
 
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 return x, y, z.copy(), Ax, Cx, False
