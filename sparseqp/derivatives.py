@@ -297,11 +297,12 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     gC = _on_pattern(p.C, -z_el, wx, -wz, x) if q else p.C.copy()
     # explicit dependence of the shifts on A, b, C, bounds
     if lin.closest:
+        # added on the data arrays: a sparse sum would drop explicit zeros from the pattern
         if m:
-            gA = gA + _on_pattern(p.A, vse, x, np.zeros(m), np.zeros(n))
+            gA.data += _on_pattern(p.A, vse, x, np.zeros(m), np.zeros(n)).data
             gb = gb - vse
         if q:
-            gC = gC + _on_pattern(p.C, vsi, x, np.zeros(q), np.zeros(n))
+            gC.data += _on_pattern(p.C, vsi, x, np.zeros(q), np.zeros(n)).data
     gl = np.zeros(q)
     gu = np.zeros(q)
     if q:
