@@ -22,11 +22,13 @@ layers that keep state may warm-start). Columns:
 
 Solvers (each where installed): sparseqp (pattern-fixed QPLayer: values + vectors),
 sparseqp-coo (QPLayer on torch sparse COO tensors), sparseqp-dense (dense tensors, small n only),
-proxsuite (proxsuite.torch.qplayer.QPFunction, dense), qpth (dense, G x <= h form), cvxpylayers
-(CvxpyLayer with x0 as the parameter), osqp (osqp.nn.torch.OSQP, sparse values), dqp
-(dqp.dQP_layer, sparse CSC, OSQP inside; unbatched for sparse input, so the batch is a loop
-over one layer per element, since a layer keeps the state of its last solve). Dense peers are skipped where the dense data would exceed --dense-mem-gb; a solver that
-hits the time cap is not run at larger n for the same batch size.
+sparseqp-pool (pattern-fixed, n_jobs=-1: the batch on sparseqp.batch's worker pool; only when
+named in --solvers), proxsuite (proxsuite.torch.qplayer.QPFunction, dense), qpth (dense,
+G x <= h form, one torch thread), cvxpylayers (CvxpyLayer with x0 as the parameter), osqp
+(osqp.nn.torch.OSQP, sparse values), dqp (dqp.dQP_layer, sparse CSC, OSQP inside; unbatched for
+sparse input, so the batch is a loop over one layer per element, since a layer keeps the state
+of its last solve). Dense peers are skipped where the dense data would exceed --dense-mem-gb; a
+solver that hits the time cap is not run at larger n for the same batch size.
 """
 from __future__ import annotations
 
@@ -48,8 +50,9 @@ NX, NU = 10, 5
 DEFAULT_SIZES = (100, 1000, 5000, 20000)
 DEFAULT_BATCHES = (1, 8, 64)
 QUICK = dict(sizes=(100, 1000), batches=(1, 8))
-SOLVERS = ("sparseqp", "sparseqp-coo", "sparseqp-dense", "proxsuite", "qpth", "cvxpylayers",
-           "osqp", "dqp")
+SOLVERS = ("sparseqp", "sparseqp-coo", "sparseqp-dense", "sparseqp-pool", "proxsuite", "qpth",
+           "cvxpylayers", "osqp", "dqp")
+DEFAULT_SOLVERS = tuple(s for s in SOLVERS if s != "sparseqp-pool")
 PEER_MODULES = {"proxsuite": "proxsuite", "qpth": "qpth", "cvxpylayers": "cvxpylayers",
                 "osqp": "osqp", "dqp": "dqp"}
 DENSE = {"sparseqp-dense", "proxsuite", "qpth"}
@@ -103,6 +106,15 @@ def _coo(M):
     c = M.tocoo()
     idx = torch.as_tensor(np.vstack([c.row, c.col]), dtype=torch.int64)
     return torch.sparse_coo_tensor(idx, _t(c.data), c.shape, check_invariants=False).coalesce()
+
+
+def make_sparseqp_pool(p, eps):
+    from sparseqp.torch import QPLayer
+
+    layer = QPLayer(H=p.H, A=p.A, C=p.C, eps_abs=eps, n_jobs=-1)
+    Hv, Av, Cv = (_t(M.data) for M in (p.H, p.A, p.C))
+    g, l, u = _t(p.g), _t(p.l), _t(p.u)
+    return lambda b: layer(Hv, g, Av, b, Cv, l, u)
 
 
 def make_sparseqp_coo(p, eps):
@@ -200,6 +212,7 @@ def make_dqp(p, eps):
 
 
 MAKERS = {"sparseqp": make_sparseqp, "sparseqp-coo": make_sparseqp_coo,
+          "sparseqp-pool": make_sparseqp_pool,
           "sparseqp-dense": make_sparseqp_dense, "proxsuite": make_proxsuite,
           "qpth": make_qpth, "cvxpylayers": make_cvxpylayers, "osqp": make_osqp,
           "dqp": make_dqp}
@@ -235,7 +248,10 @@ def run_config(solver: str, n: int, batch: int, eps: float, seed: int) -> dict:
     """Two training steps of one layer; returns the timings (runs in the child)."""
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # qpth's batched LU fails with more than one torch thread in this environment (torch's MKL
+    # next to the pip "mkl" package that libdqp's dependencies install: DLASWP errors, invalid
+    # pivots); it runs single-threaded
+    torch.set_num_threads(1 if solver == "qpth" else max(1, os.cpu_count() or 1))
     warnings.simplefilter("ignore")
     p, b0, b1, w = mpc_batch(n, batch, seed)
     call = MAKERS[solver](p, eps)
@@ -257,10 +273,14 @@ def run_config(solver: str, n: int, batch: int, eps: float, seed: int) -> dict:
 
 
 def _child(conn, solver, n, batch, eps, seed):
+    devnull = os.open(os.devnull, os.O_WRONLY)   # peers' C libraries print (MKL, solvers)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
     try:
         conn.send(("ok", run_config(solver, n, batch, eps, seed)))
     except BaseException as exc:  # report any failure of a peer as its status
-        conn.send(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"))
+        first = str(exc).splitlines()[0][:80] if str(exc) else ""
+        conn.send(("error", f"{type(exc).__name__}: {first}"))
     finally:
         conn.close()
 
@@ -297,7 +317,9 @@ HEADER = (f"{'n':>7} {'batch':>5} {'solver':<15} {'fwd1 (s)':>9} {'fwd (s)':>9} 
 
 def fmt_row(n, batch, solver, status, r, ref):
     if status != "ok":
-        return f"{n:>7} {batch:>5} {solver:<15} {'-':>9} {'-':>9} {'-':>9} {'-':>8} {'-':>7} {'-':>8}  {status}"
+        dash = "-"
+        return (f"{n:>7} {batch:>5} {solver:<15} {dash:>9} {dash:>9} {dash:>9} {dash:>8} "
+                f"{dash:>7} {dash:>8}  {status}")
     err = "-"
     if ref is not None and solver != "sparseqp":
         err = f"{float(np.max(np.abs(r['x'] - ref))):.1e}"
@@ -357,10 +379,11 @@ def run_table(args) -> list:
 # the ~1M-variable training run (--big)
 # ---------------------------------------------------------------------------------------------
 def run_big(args) -> dict:
-    """A few Adam steps on the linear cost g of a long-horizon MPC layer (pattern-fixed form).
+    """A few gradient steps on the linear cost g of a long-horizon MPC layer (pattern-fixed).
 
-    Loss: |x - x_ref|^2 / n with x_ref the solution for a different initial state, so the
-    layer learns a cost that steers towards it. Prints time per step and the peak RSS.
+    Loss: |x - x_ref|^2 with x_ref the solution for the opposite initial state, so the layer
+    learns a linear cost that steers towards it (plain SGD; the step must stay below ~2 / the
+    curvature, ~0.01 here since R = 0.1 I). Prints the time per step and the peak RSS.
     """
     import torch
     from sparseqp.problems import mpc_qp
@@ -384,7 +407,7 @@ def run_big(args) -> dict:
     x_ref = layer(Hv, _t(p.g), Av, b_ref, Cv, l, u).detach()
     layer.reset()
     g = torch.zeros(p.n, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([g], lr=args.big_lr)
+    opt = torch.optim.SGD([g], lr=args.big_lr)
     print(f"{'step':>4} {'loss':>12} {'fwd (s)':>9} {'bwd (s)':>9} {'iter':>5} {'fact':>5} "
           f"{'symb':>5} {'peak RSS MB':>12}", flush=True)
     steps = []
@@ -393,7 +416,7 @@ def run_big(args) -> dict:
         t0 = time.perf_counter()
         x = layer(Hv, g, Av, b, Cv, l, u)
         t1 = time.perf_counter()
-        loss = ((x - x_ref) ** 2).sum() / p.n
+        loss = ((x - x_ref) ** 2).sum()
         loss.backward()
         t2 = time.perf_counter()
         opt.step()
@@ -415,7 +438,8 @@ def parse_args(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                     help="approximate numbers of variables n (MPC horizon ~ n / 15)")
     ap.add_argument("--batches", type=int, nargs="+", default=list(DEFAULT_BATCHES))
-    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    ap.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS), choices=SOLVERS,
+                    help="default: all but sparseqp-pool")
     ap.add_argument("--quick", action="store_true", help="n 100 1000, batch 1 8")
     ap.add_argument("--eps-abs", type=float, default=1e-6, help="every solver's tolerance")
     ap.add_argument("--time-cap", type=float, default=120.0,
@@ -433,7 +457,7 @@ def parse_args(argv=None):
     ap.add_argument("--big-nu", type=int, default=10)
     ap.add_argument("--big-horizon", type=int, default=33000)
     ap.add_argument("--big-steps", type=int, default=3)
-    ap.add_argument("--big-lr", type=float, default=0.1)
+    ap.add_argument("--big-lr", type=float, default=0.005)
     ap.add_argument("--json", help="write the records to this file")
     args = ap.parse_args(argv)
     if args.quick:

@@ -48,7 +48,7 @@ from .problem import make_problem
 from .settings import Settings, make_settings
 from .status import Status
 
-__all__ = ["QPFunction", "QPLayer", "QPOptions", "QPSolveError", "STATS_FIELDS"]
+__all__ = ["QPFunction", "QPLayer", "QPOptions", "QPSolveError", "STATS_FIELDS", "common_batch"]
 
 #: Columns of the ``stats`` output of :class:`QPFunction` (and keys of ``QPLayer.last_info``).
 STATS_FIELDS = ("iterations", "n_factorizations", "n_symbolic", "prim_res", "dual_res",
@@ -595,7 +595,7 @@ class _Slot:
     solver: Solver | None = None
     patterns: tuple = (None, None, None)
     data: tuple = (None, None, None)
-    result: object = None
+    warm: dict | None = None   # x0 (, y0, z0) from the last solve of this element
 
 
 class _SolverCache:
@@ -661,16 +661,26 @@ def _changed_values(slot: _Slot, data: dict) -> dict:
     return upd
 
 
+def _warm_of(result) -> dict | None:
+    """x0 (and y0, z0 after a feasible solve) for a later warm start; None if not usable.
+
+    Only the vectors are kept, not the Result (which holds the solve's scaled problem).
+    """
+    if Status(result.status) not in _SUCCESS or not np.all(np.isfinite(result.x)):
+        return None
+    if result.status == Status.SOLVED:
+        return {"x0": result.x, "y0": result.y, "z0": result.z}
+    return {"x0": result.x}
+
+
 def _warm_point(slot: _Slot, sizes: tuple) -> dict:
-    """x0 (and y0, z0 after a feasible solve) from the slot's last result, if shapes match."""
-    r = slot.result
-    if r is None or (r.x.shape[0], r.y.shape[0], r.z.shape[0]) != sizes:
+    """The slot's warm start when its shapes match ``sizes`` = (n, n_eq, n_in), else {}."""
+    w = slot.warm
+    if w is None or w["x0"].shape[0] != sizes[0]:
         return {}
-    if not np.all(np.isfinite(r.x)):
-        return {}
-    if r.status == Status.SOLVED:
-        return {"x0": r.x, "y0": r.y, "z0": r.z}
-    return {"x0": r.x}
+    if "y0" in w and (w["y0"].shape[0], w["z0"].shape[0]) != sizes[1:]:
+        return {"x0": w["x0"]}
+    return w
 
 
 def _solve_element(batch: _Batch, b: int, options: QPOptions):
@@ -692,7 +702,7 @@ def _solve_element(batch: _Batch, b: int, options: QPOptions):
         slot.patterns = pats
         result = _solve_warm(slot.solver, warm, bool(warm))
     slot.data = tuple(None if data[k] is None else data[k].data.copy() for k in "HAC")
-    slot.result = result
+    slot.warm = _warm_of(result)
     return result
 
 
@@ -727,7 +737,14 @@ def _solve_parallel(batch: _Batch, options: QPOptions) -> list:
 def _solve_all(batch: _Batch, options: QPOptions) -> list:
     if options.n_jobs != 1:
         return _solve_parallel(batch, options)
-    results = [_solve_element(batch, b, options) for b in range(batch.size)]
+    results = []
+    for b in range(batch.size):
+        try:
+            results.append(_solve_element(batch, b, options))
+        except ValueError as exc:   # invalid data found by the solver (e.g. H not PSD)
+            if batch.batch is None:
+                raise
+            raise ValueError(f"batch element {b}: {exc}") from exc
     if options.cache is not None:
         options.cache.trim(batch.size)
     return results
@@ -1148,6 +1165,19 @@ class QPLayer(torch.nn.Module):
         """Forget the kept solvers and solutions (the next call starts cold)."""
         self._cache.clear()
         self.last_info = None
+
+    def __getstate__(self):
+        # copies and pickles carry the patterns and options, not the kept solvers
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        state["options"] = dataclasses.replace(self.options, cache=None)
+        state["last_info"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._cache = _SolverCache()
+        self.options = dataclasses.replace(self.options, cache=self._cache)
 
     def extra_repr(self) -> str:
         fixed = ", ".join(f"{k}: {v} values" for k, v in self.pattern_nnz.items())

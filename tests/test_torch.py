@@ -436,6 +436,22 @@ def test_pattern_fixed_layer_reuses_solvers():
     np.testing.assert_allclose(x1, x2, atol=1e-4)
 
 
+def test_layer_copies_and_pickles_without_its_solvers():
+    import copy
+    import pickle
+
+    Hd, g, Ad, b, Cd, l, u = feasible_data(seed=23)
+    pats = [sp.csc_matrix(M) for M in (Hd, Ad, Cd)]
+    layer = QPLayer(*pats, outputs=("x", "z"), eps_abs=1e-10)
+    args = [torch.tensor(P.data, dtype=F64) for P in pats]
+    g_, b_, l_, u_ = (torch.tensor(v, dtype=F64) for v in (g, b, l, u))
+    x, _ = layer(args[0], g_, args[1], b_, args[2], l_, u_)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert other.options.cache is other._cache and other._cache is not layer._cache
+        x2, _ = other(args[0], g_, args[1], b_, args[2], l_, u_)
+        np.testing.assert_allclose(x2, x, atol=1e-9)
+
+
 def test_backward_after_a_later_forward_is_still_correct():
     Hd, g, Ad, b, Cd, l, u = feasible_data(n=5, n_eq=2, n_in=4, seed=15)
     pats = [sp.csc_matrix(M) for M in (Hd, Ad, Cd)]
@@ -447,7 +463,8 @@ def test_backward_after_a_later_forward_is_still_correct():
     layer(vals[0] * 2, g1.detach() * 3, vals[1], rest[0], vals[2], *rest[1:])   # updates solvers
     x1.sum().backward()
     g2 = torch.tensor(g, dtype=F64, requires_grad=True)
-    QPLayer(*pats, eps_abs=1e-11)(vals[0], g2, vals[1], rest[0], vals[2], *rest[1:]).sum().backward()
+    fresh = QPLayer(*pats, eps_abs=1e-11)
+    fresh(vals[0], g2, vals[1], rest[0], vals[2], *rest[1:]).sum().backward()
     np.testing.assert_allclose(g1.grad, g2.grad, atol=1e-8)
 
 
@@ -483,7 +500,8 @@ def test_training_learns_constraints():
     for _ in range(40):
         opt.zero_grad()
         x, s_in = layer(H, g_train, C=C, u=u)
-        n_infeasible.append(int((layer.last_info["status"] == Status.SOLVED_CLOSEST_FEASIBLE).sum()))
+        closest = layer.last_info["status"] == Status.SOLVED_CLOSEST_FEASIBLE
+        n_infeasible.append(int(closest.sum()))
         loss = ((x - x_train) ** 2).mean() + (s_in ** 2).mean()
         loss.backward()
         opt.step()
@@ -617,6 +635,13 @@ def test_bad_argument_is_named(which, bad, match):
     args[which] = bad(args[which])
     with pytest.raises((ValueError, TypeError), match=match):
         QPLayer()(*args)
+
+
+def test_nonconvex_element_is_named():
+    H, g, A, b, C, l, u = _args()
+    Hb = torch.stack([H, -H])
+    with pytest.raises(ValueError, match="batch element 1: H is not positive semidefinite"):
+        QPLayer()(Hb, g, A, b, C, l, u)
 
 
 def test_missing_partners():
