@@ -500,7 +500,12 @@ class ProxALM:
             s_eq = Ax - sc.b if sc.m else np.zeros(0)
             s_in = np.empty(sc.p)
             _kernels.box_violation(Cx, sc.l, sc.u, s_in)
-            sub = ProxALM(sc.shifted(s_eq, s_in), self.kkt, self.st, self.deadline, self.log)
+            # the nested solves share this run's iteration budget (nit never exceeds max_iter)
+            budget = self.st.max_iter - self.nit
+            if budget < 1:
+                return None, None
+            sub_st = self.st.replace(max_iter=budget)
+            sub = ProxALM(sc.shifted(s_eq, s_in), self.kkt, sub_st, self.deadline, self.log)
             sub.allow_closest = False
             st, state, _ = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
