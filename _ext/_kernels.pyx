@@ -284,17 +284,6 @@ def scaled_inf_norm(const double[::1] v, const double[::1] scale, bint divide):
     return out
 
 
-def dot_active(const double[::1] a, const double[::1] b, const signed char[::1] active):
-    """sum over rows with active[i] != 0 of a_i b_i."""
-    cdef Py_ssize_t i, p = a.shape[0]
-    cdef double out = 0.0
-    with nogil:
-        for i in range(p):
-            if active[i] != 0:
-                out += a[i] * b[i]
-    return out
-
-
 def mask_active(const double[::1] v, const signed char[::1] active, double[::1] out):
     """out_i = v_i where active[i] != 0 else 0."""
     cdef Py_ssize_t i, p = v.shape[0]

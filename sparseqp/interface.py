@@ -280,24 +280,6 @@ def _shifted_primal_res(p, Ax, Cx, s_eq, s_in):
     return r
 
 
-def _canonical_shifted_multipliers(y, z, s_eq, s_in):
-    """Multipliers of the shifted QP, made canonical along the shift ray.
-
-    On an inconsistent problem the ALM multipliers grow along (s_eq, s_in): every
-    (y, z) - t (s_eq, s_in) with valid signs is a multiplier of the shifted QP (A's_eq + C's_in
-    = 0 at the closest shift). Return the one closest to the origin along that ray that keeps
-    z_i s_in_i >= 0 on shifted rows.
-    """
-    ss = float(s_eq @ s_eq + s_in @ s_in)
-    if ss <= 0:
-        return y, z
-    t = float(y @ s_eq + z @ s_in) / ss
-    shifted = s_in != 0
-    if np.any(shifted):
-        t = min(t, float(np.min(z[shifted] / s_in[shifted])))
-    return y - t * s_eq, z - t * s_in
-
-
 def solve(H, g=None, A=None, b=None, C=None, l=None, u=None, *, x0=None, y0=None, z0=None,
           upper=False, **settings) -> Result:
     """Solve ``min 1/2 x'Hx + g'x  s.t.  A x = b,  l <= C x <= u``.

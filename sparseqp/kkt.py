@@ -17,7 +17,6 @@ Column layout (all columns end with their diagonal entry):
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import qdldl
@@ -124,9 +123,6 @@ class KKTSystem:
         self.rho = None
         self.mu_eq = None
         self.mu_in = None
-        self.t_fact = 0.0
-        self.t_solve = 0.0
-        self.n_solves = 0
         self.fact_id = 0
         self.solves_per_factorization = 0.0
         self._values_of = None
@@ -185,7 +181,6 @@ class KKTSystem:
         self.data[self._a_pos] = sc.A.data
         self._c_data = np.ascontiguousarray(sc.C.data)
         self.rho = None  # force a refactorization
-        self.solver_valid_for = None
         self._values_of = sc
 
     def ensure_values(self, sc: ScaledProblem):
@@ -209,13 +204,11 @@ class KKTSystem:
         self.data[self._ad_pos] = -mu_eq
         _kernels.fill_c_block(self.data, self._c_rowptr, self._c_data, self._base_c,
                               active, mu_in)
-        t0 = time.perf_counter()
         if self.solver is None:
             self.solver = qdldl.Solver(self.K, upper=True)
             self.n_symbolic += 1
         else:
             self.solver.update(self.K, upper=True)
-        self.t_fact = time.perf_counter() - t0
         self.n_factorizations += 1
         self.fact_id += 1
         self.rho, self.mu_eq, self.mu_in = rho, mu_eq, mu_in
@@ -235,11 +228,7 @@ class KKTSystem:
         return int(np.count_nonzero(d < 0)) == self.m + self.p
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        out = self.solver.solve(rhs)
-        self.t_solve += time.perf_counter() - t0
-        self.n_solves += 1
-        return out
+        return self.solver.solve(rhs)
 
     def solve_x(self, r: np.ndarray) -> np.ndarray:
         """M_f^{-1} r where M_f = H + rho I + A'M_eq^{-1}A + C_J'M_in^{-1}C_J is the Schur
@@ -247,7 +236,3 @@ class KKTSystem:
         rhs = np.zeros(self.N)
         rhs[: self.n] = r
         return self.solve(rhs)[: self.n]
-
-    @property
-    def mean_solve_time(self) -> float:
-        return self.t_solve / self.n_solves if self.n_solves else 0.0

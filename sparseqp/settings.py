@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Settings", "make_settings"]
 
@@ -67,9 +67,6 @@ class Settings:
         limit is the closest feasible QP (relative to the largest row scaling).
     bw_max_refine : int
         Backward (derivative) solve: maximum iterative refinement steps.
-    active_tol : float
-        Relative tolerance deciding which constraints count as active at the solution (used by
-        the derivatives).
     """
 
     eps_abs: float = 1e-8
@@ -94,7 +91,6 @@ class Settings:
     bw_reg: float = 1e-9
     bw_closest_eps: float = 1e-8
     bw_max_refine: int = 30
-    active_tol: float = 1e-7
 
     def replace(self, **changes) -> "Settings":
         """Return a copy with some settings changed (validated like :func:`make_settings`)."""
@@ -125,7 +121,7 @@ def make_settings(base: Settings | None = None, **kwargs) -> Settings:
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; valid settings are {sorted(_FIELDS)}")
     s = dataclasses.replace(base if base is not None else Settings(), **kwargs)
-    for name in ("eps_abs", "eps_rel", "eps_infeas", "bw_tol", "bw_reg", "active_tol"):
+    for name in ("eps_abs", "eps_rel", "eps_infeas", "bw_tol", "bw_reg"):
         _check_positive(name, getattr(s, name), allow_zero=True)
     for name in ("rho", "mu_eq", "mu_in", "mu_min_eq", "mu_min_in", "mu_closest",
                  "bw_closest_eps"):

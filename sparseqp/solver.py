@@ -72,10 +72,8 @@ class ProxALM:
         self.n_pcg = 0
         self.nit = 0
         self.certificate = None
-        self.nonconvex_msg = None
         self.allow_closest = True
-        self.closest_done = False
-        n, m, p = sc.n, sc.m, sc.p
+        p = sc.p
         self._z = np.zeros(p)
         self._active = np.zeros(p, dtype=np.int8)
         self._cd = np.zeros(p)
@@ -312,9 +310,8 @@ class ProxALM:
         if sc.p:
             w = Cx + mu_in * ze
             cd = sc.C @ dx
-            alpha, _, d0 = _kernels.exact_linesearch(quad, lin, w, cd, sc.l, sc.u, mu_in)
+            alpha, _, _ = _kernels.exact_linesearch(quad, lin, w, cd, sc.l, sc.u, mu_in)
         else:
-            d0 = lin
             alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
         if math.isnan(alpha):
             return None
@@ -399,7 +396,6 @@ class ProxALM:
         try:
             return self._run(x, y, z, mu_eq0, mu_in0)
         except _NonConvex as exc:
-            self.nonconvex_msg = str(exc)
             sc = self.sc
             state = IterationState(x, y, z, None, None, np.zeros(sc.p, dtype=np.int8))
             return Status.NUMERICAL_ERROR, state, {"message": str(exc)}
@@ -446,7 +442,6 @@ class ProxALM:
                     # usual rate with finite multipliers, unlike on the inconsistent one.
                     st_sh, state_sh = self._solve_shifted(x, Ax, Cx)
                     if st_sh is not None:
-                        self.closest_done = True
                         return st_sh, state_sh, info
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
@@ -526,43 +521,6 @@ class ProxALM:
             Cx = sc.C @ x if sc.p else np.zeros(0)
         return None, None
 
-    def _recenter(self, y, z, Ax, Cx):
-        from .interface import _canonical_shifted_multipliers
-        sc = self.sc
-        s_eq = (Ax - sc.b) / sc.E if sc.m else np.zeros(0)
-        s_in = np.empty(sc.p)
-        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
-        s_in /= sc.F
-        yu, zu = _canonical_shifted_multipliers(sc.unscale_y(y), sc.unscale_z(z), s_eq, s_in)
-        return sc.scale_y(yu), sc.scale_z(zu)
-
-    def _polish_multipliers(self, x, y, z, rho, mu_eq, mu_in):
-        """Correct (y, z) on the active rows so that Hx + g + A'y + C'z is as small as the
-        factorization allows (two solves). Used after recentering a closest-feasible solution,
-        whose subtraction of a large multiple of the shift costs accuracy."""
-        sc, kkt = self.sc, self.kkt
-        active = (z != 0).astype(np.int8)
-        if not kkt.matches(rho, mu_eq, mu_in, active):
-            self._factorize(rho, mu_eq, mu_in, active)
-        for _ in range(2):
-            r = sc.H @ x + sc.g
-            if sc.m:
-                r += sc.At @ y
-            if sc.p:
-                r += sc.Ct @ z
-            a = kkt.solve_x(r)
-            if sc.m:
-                y = y - (sc.A @ a) / mu_eq
-            if sc.p:
-                dz = np.empty(sc.p)
-                _kernels.mask_active((sc.C @ a) / mu_in, active, dz)
-                z = z - dz
-        return y, z
-
-    def _x_converged(self, x, xe, eps_abs):
-        dx = np.max(np.abs(self.sc.unscale_x(x - xe)), initial=0.0)
-        return dx <= max(eps_abs, 1e-12) * 10.0
-
     def _inner_tolerance(self, rp, rd, tol_p, tol_d):
         # Scaled-gradient tolerance: tight enough not to stall the outer loop, loose early.
         target = 0.1 * min(tol_p, tol_d)
@@ -580,10 +538,9 @@ class ProxALM:
     def _closest_penalties(self, mu_eq, mu_in):
         """Penalties proportional to the squared row scalings: the limit of the ALM on an
         inconsistent problem is then the closest feasible QP in the unscaled l2 norm."""
-        st = self.st
         w_eq, w_in = self._w_eq, self._w_in
         wmax = max(np.max(w_eq, initial=0.0), np.max(w_in, initial=0.0))
-        # Not smaller: the canonical multipliers are the raw ones minus ~(1/mu) (s_eq, s_in),
-        # which multiplies the shift-optimality residual by 1/mu in the dual residual.
+        # Fixed, not driven to mu_min: the ALM multipliers grow by s/mu per iteration in this
+        # mode, and a tiny mu makes them lose digits before the shifted re-solve takes over.
         mu = self.st.mu_closest
         return mu * w_eq / wmax, mu * w_in / wmax
