@@ -110,8 +110,12 @@ class Solver:
         # make_problem copies: patterns must be unchanged (explicit zeros are kept).
         if H is not None:
             _check_convexity(self.problem.H)
-        self._sc = ScaledProblem(self.problem, self.settings.ruiz_iter)
-        self._kkt.set_values(self._sc)
+        if H is None and A is None and C is None and g is None:
+            # only right-hand sides moved: same scaling, same KKT values, factorization kept
+            self._sc = self._sc.with_rhs(self.problem)
+        else:
+            self._sc = ScaledProblem(self.problem, self.settings.ruiz_iter)
+            self._kkt.set_values(self._sc)
         self._version += 1
         self._setup_time = time.perf_counter() - t0
 

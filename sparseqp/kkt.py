@@ -66,6 +66,16 @@ class ScaledProblem:
         # shared by copies with other b, l, u: the KKT values only depend on H, A, C
         self.values_key = object()
 
+    def with_rhs(self, problem: Problem):
+        """Copy for new b, l, u of the same matrices and g: the scaling (which depends only on
+        H, A, C, g) and the KKT values are shared, so a factorization stays valid."""
+        out = object.__new__(ScaledProblem)
+        out.__dict__.update(self.__dict__)
+        out.b = self.E * problem.b
+        out.l = self.F * problem.l
+        out.u = self.F * problem.u
+        return out
+
     def shifted(self, s_eq, s_in):
         """Copy with A x = b + s_eq and bounds moved by s_in (scaled shifts; s_in_i > 0 moves
         the upper bound up, s_in_i < 0 the lower bound down). Matrices are shared."""
