@@ -1227,7 +1227,28 @@ class _ProcessWorker:
             raise _WorkerDied(self.reason()) from None
 
     def alive(self):
-        return self.process.exitcode is None
+        """Liveness of an idle worker (no request in flight).
+
+        An idle worker never writes, so a readable pipe means end-of-file: the process is gone.
+        Both this and /proc see a death at once, while ``exitcode`` (which the forkserver
+        reports) lags behind it.
+        """
+        if self.process.exitcode is not None:
+            return False
+        try:
+            if self.conn.poll(0):
+                return False
+        except (OSError, EOFError):
+            return False
+        # the forkserver may still hold the pipe's other end; Linux shows the exit directly
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        except (OSError, IndexError):
+            return True                      # no /proc: the exit code is what we have
+        return state not in (b"Z", b"X")
 
     def reason(self):
         code = self.process.exitcode
