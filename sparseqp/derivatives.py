@@ -7,12 +7,27 @@ differentiated through the KKT system
          [ A    0    0    ]                               dA x - db,
          [ C_J  0    0    ]                               dC_J x - d(bound)_J)
 
-and inactive rows keep dz_i = 0. Closest-feasible solution (SOLVED_CLOSEST_FEASIBLE): it is the
-eps -> 0 limit of the elastic problem min f(x) + |s|^2 / (2 eps) s.t. Ax - s_eq = b,
-l <= Cx - s_in <= u, whose KKT matrix is K0 with -eps blocks (weighted like the forward's closest
-mode, so the shift is measured in the unscaled l2 norm) and whose multipliers are
-y_eps = y + s_eq / eps, z_eps = z + s_in / eps. We differentiate that system at a small eps
-(``bw_closest_eps``); the shifts s_eq = A x - b, s_in = C_S x - bound_S are differentiated with it.
+and inactive rows keep dz_i = 0.
+
+Closest-feasible solution (SOLVED_CLOSEST_FEASIBLE). Locally (active set J fixed, shifted rows
+included) it is x = argmin f(x) s.t. M x = P_M d, with M = [A; C_J], d = [b; bound_J] and P_M the
+orthogonal projector onto range(M); the shift is s = M x - d = -(I - P_M) d, which lies in
+null(M'). It is also the eps -> 0 limit of the elastic problem min f(x) + |s|^2 / (2 eps),
+A x - s_eq = b, l <= C x - s_in <= u, whose KKT matrix K_eps is K0 with -eps blocks (eps is the
+same for every row in unscaled units, so the shift is measured in the unscaled l2 norm) and whose
+multipliers y + s/eps diverge. We never form s/eps. Reverse mode (v on x and on the shifts):
+
+    w = K_eps^{-1} (v_x + M' v_s, 0)            o = K_eps^{-1} (0, w_y)
+    dL/dM = -y w_x' - w_y x' + v_s x' - s o_x'   dL/dd = w_y - v_s
+
+with y the finite multipliers returned by the solve. The term -s o_x' is the finite part of the
+elastic -(s/eps) w_x'; the divergent part pairs to zero with every perturbation dM that keeps the
+rank of M (M w_x -> 0 and dM' s lies in range(M') there) and is dropped. Perturbations that change
+the rank of M (e.g. two contradictory parallel rows that stop being parallel) make the solution
+map discontinuous: no derivative exists along them, and the returned gradient is that of the
+rank-preserving part. Forward mode adds eta = (M')^+ (-dM' s), the y-part of
+K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents are
+M dx + dM x - dd on the shifted rows. Small eps = ``bw_closest_eps`` (relative to the scaling).
 
 Linear algebra: everything runs on the Ruiz-scaled problem against the factorization the forward
 pass left behind (a regularized K0), with iterative refinement against the target matrix. No new
@@ -129,15 +144,12 @@ class Linearization:
             eps = self.st.bw_closest_eps
             self.delta_eq = eps * sc.E ** 2 / wmax
             self.delta_in = eps * sc.F ** 2 / wmax
-            # elastic multipliers (scaled): y + s/eps
-            self.ys_el = self.ys + (sc.A @ self.xs - sc.b) / self.delta_eq if sc.m else self.ys
-            s_in_s = np.empty(sc.p)
-            _kernels.box_violation(sc.C @ self.xs, sc.l, sc.u, s_in_s)
-            self.zs_el = self.zs + s_in_s / self.delta_in if sc.p else self.zs
+            # the same elastic parameter in unscaled units: A w_x - delta_u w_y = ...
+            self.delta_u = eps * sc.c / wmax
         else:
             self.delta_eq = np.zeros(sc.m)
             self.delta_in = np.zeros(sc.p)
-            self.ys_el, self.zs_el = self.ys, self.zs
+            self.delta_u = 0.0
         self.n_fact = 0
         self._fallback = False
 
@@ -176,8 +188,13 @@ class Linearization:
         kkt, st = self.kkt, self.st
         kkt.ensure_values(self.sc)
         reg = st.bw_reg
-        mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
-        mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
+        if self.closest:
+            # exactly the elastic blocks: with a larger regularization the refinement would
+            # contract slowly on null(M') (see solve)
+            mu_eq, mu_in = self.delta_eq, self.delta_in
+        else:
+            mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
+            mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
         kkt.factorize(reg, mu_eq, mu_in, self.active)
         self.fact_id = kkt.fact_id
         self.n_fact += 1
@@ -194,6 +211,10 @@ class Linearization:
         norm_rhs = _kernels.norm2(rhs)
         if norm_rhs == 0.0:
             return np.zeros_like(rhs), {"n_factorizations": self.n_fact, "n_refine": 0, "residual": 0.0}
+        # K_eps (closest-feasible) maps residual components in null(M') to solution errors
+        # 1/eps larger (eps ~ bw_closest_eps): refine to the rounding floor there
+        tol = st.bw_tol if not self.closest else min(st.bw_tol, 1e-15)
+        accept = max(st.bw_tol * 1e3, 1e-8) if not self.closest else max(st.bw_tol * 1e-1, 1e-13)
         n_ref = 0
         while True:
             inactive_diag = kkt.mu_in if self.sc.p else np.zeros(0)
@@ -209,11 +230,11 @@ class Linearization:
                     best_u, best_r = u, rn
                 else:
                     stalled += 1
-                if rn <= st.bw_tol or stalled >= 3:
+                if rn <= tol or stalled >= 3:
                     break
                 u = u + kkt.solve(r)
                 n_ref += 1
-            if best_r <= max(st.bw_tol * 1e3, 1e-8) or self._fallback:
+            if best_r <= accept or self._fallback:
                 break
             # slow or stalled with the forward's (larger) penalties: one refactorization with
             # the small backward regularization, then refine again
@@ -221,6 +242,21 @@ class Linearization:
         if not np.all(np.isfinite(best_u)):
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
         return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
+
+
+    def solve_unscaled(self, rx, ry, rz):
+        """Solve target(K) w = (rx, ry, rz) in unscaled units; inactive rows of w_z are 0.
+
+        Returns (wx, wy, wz, info).
+        """
+        sc = self.sc
+        n, m = sc.n, sc.m
+        # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
+        u, info = self.solve(np.concatenate((sc.c * sc.D * rx, sc.E * ry, sc.F * rz)))
+        wx = sc.D * u[:n]
+        wy = sc.E * u[n:n + m] / sc.c
+        wz = np.where(self.active != 0, sc.F * u[n + m:] / sc.c, 0.0)
+        return wx, wy, wz, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +295,7 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     Gradients
     """
     lin = _linearization(result)
-    p, sc = lin.problem, lin.sc
+    p = lin.problem
     n, m, q = p.n, p.n_eq, p.n_in
     vx = _vec(dx, "dx", n)
     vy = _vec(dy, "dy", m)
@@ -278,31 +314,28 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
     vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
     vz = np.where(lin.active != 0, vz, 0.0)
-    # scaled right-hand side (see module docstring of kkt for the scaling)
-    # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
-    rhs = np.concatenate((sc.c * sc.D * vx_tot, sc.E * vy, sc.F * vz))
-    u, info = lin.solve(rhs)
-    wx = sc.D * u[:n]
-    wy = sc.E * u[n:n + m] / sc.c
-    wz = sc.F * u[n + m:] / sc.c
-    wz = np.where(lin.active != 0, wz, 0.0)
-    # multipliers entering the parameter derivative (elastic ones for closest-feasible)
-    y_el = sc.unscale_y(lin.ys_el)
-    z_el = np.where(lin.active != 0, sc.unscale_z(lin.zs_el), 0.0)
-    x = lin.x
+    wx, wy, wz, info = lin.solve_unscaled(vx_tot, vy, vz)
+    x, y = lin.x, lin.y
+    z = np.where(lin.active != 0, lin.z, 0.0)
     gH = _on_pattern(p.H, -0.5 * wx, x, -0.5 * x, wx)
     gg = -wx
-    gA = _on_pattern(p.A, -y_el, wx, -wy, x) if m else p.A.copy()
+    gA = _on_pattern(p.A, -y, wx, -wy, x) if m else p.A.copy()
     gb = wy.copy()
-    gC = _on_pattern(p.C, -z_el, wx, -wz, x) if q else p.C.copy()
-    # explicit dependence of the shifts on A, b, C, bounds
+    gC = _on_pattern(p.C, -z, wx, -wz, x) if q else p.C.copy()
     if lin.closest:
+        # The shifts' own dependence on the data (v_s x', -v_s), and the motion of the
+        # closest-feasible right-hand side P_M d (M = [A; C_J]) when M moves: -s o_x' with
+        # o = K_delta^{-1} (0, w_y, w_z), the finite part of the elastic multipliers' term
+        # -(s / delta) w_x'.  Its divergent part, (s / delta) lim w_x', pairs to zero with
+        # every perturbation that keeps the rank of M and is dropped (see module docstring).
+        ox, _, _, info2 = lin.solve_unscaled(np.zeros(n), wy, wz)
+        info = _merge_info(info, info2)
         # added on the data arrays: a sparse sum would drop explicit zeros from the pattern
         if m:
-            gA.data += _on_pattern(p.A, vse, x, np.zeros(m), np.zeros(n)).data
+            gA.data += _on_pattern(p.A, vse, x, -lin.s_eq, ox).data
             gb = gb - vse
         if q:
-            gC.data += _on_pattern(p.C, vsi, x, np.zeros(q), np.zeros(n)).data
+            gC.data += _on_pattern(p.C, vsi, x, -lin.s_in, ox).data
     gl = np.zeros(q)
     gu = np.zeros(q)
     if q:
@@ -311,6 +344,12 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
         gu[up] = wz[up] - (vsi[up] if lin.closest else 0.0)
         gl[lo] = wz[lo] - (vsi[lo] if lin.closest else 0.0)
     return Gradients(H=gH, g=gg, A=gA, b=gb, C=gC, l=gl, u=gu, info=info)
+
+
+def _merge_info(a, b):
+    return {"n_factorizations": a["n_factorizations"] + b["n_factorizations"],
+            "n_refine": a["n_refine"] + b["n_refine"],
+            "residual": max(a["residual"], b["residual"])}
 
 
 def _on_pattern(M, a, b, c, d):
@@ -371,29 +410,39 @@ def jvp(result, dH=None, dg=None, dA=None, db=None, dC=None, dl=None, du=None) -
 
 
 def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
-    p, sc = lin.problem, lin.sc
+    p = lin.problem
     n, m, q = p.n, p.n_eq, p.n_in
-    x = lin.x
-    y_el = sc.unscale_y(lin.ys_el)
+    x, y = lin.x, lin.y
     act = lin.active != 0
-    z_el = np.where(act, sc.unscale_z(lin.zs_el), 0.0)
+    z = np.where(act, lin.z, 0.0)
     r_x = -dg.copy()
     if dH is not None:
         r_x -= dH @ x
     r_y = db.copy()
     if dA is not None:
-        r_x -= dA.T @ y_el
+        r_x -= dA.T @ y
         r_y -= dA @ x
     dbound = np.where(lin.side > 0, du, np.where(lin.side < 0, dl, 0.0))
     r_z = np.where(act, dbound, 0.0)
     if dC is not None:
-        r_x -= dC.T @ z_el
+        r_x -= dC.T @ z
         r_z -= np.where(act, dC @ x, 0.0)
-    rhs = np.concatenate((sc.c * sc.D * r_x, sc.E * r_y, sc.F * r_z))
-    u, info = lin.solve(rhs)
-    tx = sc.D * u[:n]
-    ty = sc.E * u[n:n + m] / sc.c
-    tz = np.where(act, sc.F * u[n + m:] / sc.c, 0.0)
+    info = None
+    eta_y, eta_z = np.zeros(m), np.zeros(q)
+    if lin.closest and (dA is not None or dC is not None):
+        # motion of the closest-feasible right-hand side P_M d when M = [A; C_J] moves:
+        # eta = (M')^+ (-dM' s), the multiplier part of K_delta^{-1} (-dM' s, 0)
+        qx = np.zeros(n)
+        if dA is not None and m:
+            qx -= dA.T @ lin.s_eq
+        if dC is not None and q:
+            qx -= dC.T @ lin.s_in
+        if np.any(qx):
+            _, eta_y, eta_z, info = lin.solve_unscaled(qx, np.zeros(m), np.zeros(q))
+            r_y = r_y + eta_y
+            r_z = r_z + eta_z
+    tx, ty, tz, info1 = lin.solve_unscaled(r_x, r_y, r_z)
+    info = info1 if info is None else _merge_info(info, info1)
     s_eq = np.zeros(m)
     s_in = np.zeros(q)
     if lin.closest:
@@ -405,11 +454,10 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
         if dC is not None:
             ds += dC @ x
         s_in = np.where(shifted, ds, 0.0)
-        # report the finite part of the elastic multipliers' tangents (y_eps = y + s / eps)
-        ty = ty - s_eq * sc.E ** 2 / (sc.c * lin.delta_eq) if m else ty
-        if q:
-            d_in = np.where(act, lin.delta_in * sc.c / sc.F ** 2, 1.0)
-            tz = np.where(shifted, tz - s_in / d_in, tz)
+        # multiplier tangents: those of the elastic problem's finite part, y_eps - s / delta
+        # (not unique; the eta part was taken out of the elastic solve above)
+        ty = ty + (eta_y - s_eq) / lin.delta_u
+        tz = np.where(act, tz + (eta_z - s_in) / lin.delta_u, 0.0)
     return Tangents(x=tx, y=ty, z=tz, s_eq=s_eq, s_in=s_in, info=info)
 
 

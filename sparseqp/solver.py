@@ -31,6 +31,11 @@ __all__ = ["ProxALM", "IterationState"]
 
 _STALL_ITERS = 100  # outer iterations without a 1% gain before declaring a stall
 _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by less than this
+# Primal residual met but the dual one stuck this many outer iterations: the penalties are so
+# small that rounding in y = y_e + (Ax - b) / mu (about eps_mach |Ax| / mu) sets a dual floor,
+# worst with dependent constraints. The penalties then grow by _MU_RESET and stay above that.
+_DUAL_STALL_ITERS = 8
+_MU_RESET = 100.0
 
 
 class _NonConvex(Exception):
@@ -417,6 +422,8 @@ class ProxALM:
         eps_in = 1e-1
         rp_prev = math.inf
         best_merit, best_it = math.inf, 0
+        rd_best, rd_best_it = math.inf, 0
+        self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
         Ax = sc.A @ x if sc.m else np.zeros(0)
@@ -482,6 +489,14 @@ class ProxALM:
             ye, ze, xe = y, z, x
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
                 mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
+            if not closest and rp <= tol_p and rd > tol_d:
+                if rd < 0.9 * rd_best:
+                    rd_best, rd_best_it = rd, it
+                elif it - rd_best_it >= _DUAL_STALL_ITERS:
+                    mu_eq, mu_in = self._grow_penalties(mu_eq, mu_in)
+                    rd_best, rd_best_it = math.inf, it
+            else:
+                rd_best, rd_best_it = math.inf, it
             rp_prev = rp
             # in closest mode the primal residual stays at the shift: drive the dual one
             eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
@@ -529,11 +544,26 @@ class ProxALM:
     def _shrink_penalties(self, mu_eq, mu_in):
         st = self.st
         f = st.mu_update_factor
-        new_eq = np.maximum(mu_eq * f, st.mu_min_eq) if mu_eq.size else mu_eq
-        new_in = np.maximum(mu_in * f, st.mu_min_in) if mu_in.size else mu_in
+        floor_eq, floor_in = self._mu_floor
+        new_eq = np.maximum(mu_eq * f, floor_eq) if mu_eq.size else mu_eq
+        new_in = np.maximum(mu_in * f, floor_in) if mu_in.size else mu_in
         changed = (mu_eq.size and not np.array_equal(new_eq, mu_eq)) or (
             mu_in.size and not np.array_equal(new_in, mu_in))
         return (new_eq, new_in) if changed else (mu_eq, mu_in)
+
+    def _grow_penalties(self, mu_eq, mu_in):
+        """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop
+        a factor 10 above the penalties that stalled."""
+        st = self.st
+        new_eq = np.minimum(mu_eq * _MU_RESET, st.mu_eq) if mu_eq.size else mu_eq
+        new_in = np.minimum(mu_in * _MU_RESET, st.mu_in) if mu_in.size else mu_in
+        floor_eq, floor_in = self._mu_floor
+        if mu_eq.size:
+            floor_eq = max(floor_eq, min(float(np.min(mu_eq)) * 10.0, st.mu_eq))
+        if mu_in.size:
+            floor_in = max(floor_in, min(float(np.min(mu_in)) * 10.0, st.mu_in))
+        self._mu_floor = (floor_eq, floor_in)
+        return new_eq, new_in
 
     def _closest_penalties(self, mu_eq, mu_in):
         """Penalties proportional to the squared row scalings: the limit of the ALM on an
