@@ -36,6 +36,7 @@ _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by 
 # worst with dependent constraints. The penalties then grow by _MU_RESET and stay above that.
 _DUAL_STALL_ITERS = 8
 _MU_RESET = 100.0
+_MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to this
 
 
 class _NonConvex(Exception):
@@ -555,13 +556,13 @@ class ProxALM:
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop
         a factor 10 above the penalties that stalled."""
         st = self.st
-        new_eq = np.minimum(mu_eq * _MU_RESET, st.mu_eq) if mu_eq.size else mu_eq
-        new_in = np.minimum(mu_in * _MU_RESET, st.mu_in) if mu_in.size else mu_in
+        new_eq = np.minimum(mu_eq * _MU_RESET, _MU_MAX) if mu_eq.size else mu_eq
+        new_in = np.minimum(mu_in * _MU_RESET, _MU_MAX) if mu_in.size else mu_in
         floor_eq, floor_in = self._mu_floor
         if mu_eq.size:
-            floor_eq = max(floor_eq, min(float(np.min(mu_eq)) * 10.0, st.mu_eq))
+            floor_eq = max(floor_eq, min(float(np.min(mu_eq)) * 10.0, _MU_MAX))
         if mu_in.size:
-            floor_in = max(floor_in, min(float(np.min(mu_in)) * 10.0, st.mu_in))
+            floor_in = max(floor_in, min(float(np.min(mu_in)) * 10.0, _MU_MAX))
         self._mu_floor = (floor_eq, floor_in)
         return new_eq, new_in
 
