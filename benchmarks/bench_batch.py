@@ -9,8 +9,10 @@ backward = ``vjp_batch`` with a random dx per problem. Figures (best of ``--repe
   pool's whole cost: pickling, transfer, dispatch, the worker's reader thread), and the
   speedup projected for idle cores from those CPU times, max(busiest worker, total / cores)
   (wall-clock figures on a machine shared with other jobs mostly measure the other jobs);
-* the pool's overhead per problem: worker idle time between requests (parent encoding,
-  pickling, pipe transfer, decoding) as % of the worker's busy time; bytes per problem;
+* the pool's overhead per problem: CPU of the parent and of the workers outside the solves
+  and derivatives (pickling, transfer, dispatch, decoding, the reader threads) against the
+  CPU of the solves and derivatives; worker idle time between requests as % of the worker's
+  busy time; bytes per problem;
 * the machine's parallel capacity at that moment: the same solves run concurrently in each
   worker with no dispatch at all (the ceiling for any speedup; the machine may be shared);
 * start methods: start-up of a 2-worker pool and replacement of a killed worker, for
@@ -138,9 +140,14 @@ def overhead_line(label, run, n):
     idle = n_workers * delta["wall_s"] - busy
     kb = (delta["bytes_sent"] + delta["bytes_received"]) / n / 1024
     parent = (delta["encode_s"] + delta["decode_s"]) / n * 1e3
-    print(f"  {label:<22} worker idle {100 * idle / busy:5.2f}% of busy time "
-          f"({1e3 * idle / n:5.2f} ms/problem); parent encode+decode {parent:4.2f} ms/problem; "
-          f"{kb:4.0f} KiB/problem; {delta['messages']} messages")
+    compute = delta["worker_compute_s"]
+    pool_cpu = run.cpu - compute
+    print(f"  {label:<22} pool CPU (parent + workers outside solve/vjp) "
+          f"{1e3 * pool_cpu / n:4.2f} ms/problem = {100 * pool_cpu / compute:4.1f}% of the "
+          f"solve + vjp CPU ({1e3 * compute / n:5.2f} ms/problem)\n"
+          f"  {'':<22} parent encode+decode {parent:4.2f} ms/problem; {kb:4.0f} KiB/problem; "
+          f"{delta['messages']} messages; worker idle {100 * idle / busy:5.2f}% of busy time "
+          f"({1e3 * idle / n:5.2f} ms/problem)")
 
 
 def start_methods(problems, dx):

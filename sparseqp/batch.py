@@ -6,7 +6,8 @@ solved (factorization, scaling, active set, solution) in a bounded LRU cache und
 the parent gets :class:`RemoteResult` proxies that carry the solution fields and send
 ``vjp`` / ``jvp`` / ``jacobian`` requests to the worker that owns the state, so derivatives
 reuse the forward factorization as they do in-process. :func:`vjp_batch` / :func:`jvp_batch`
-send one message per worker for a whole batch of derivative requests.
+send a batch of derivative requests to each worker in a few messages (a quarter of its share
+each, ``depth`` in flight), so that replies stream back while the worker computes.
 
 Lifetime of a state
 -------------------
@@ -25,18 +26,25 @@ Data sent to workers
 --------------------
 Index arrays (``indptr``/``indices`` of H, A, C) are identified by a content hash (SHA-256 of
 the bytes, computed at most once per array object per call) and sent to a worker once; later
-problems with the same pattern carry the 16-byte key only. Value arrays that are the *same
-object* in several problems of a call (e.g. the A of MPC problems that differ only in b) are
-keyed the same way. Each worker keeps these arrays in a blob store mirrored by the parent
-(``blob_budget`` bytes per worker, LRU); problems in a worker share them. Everything else goes
-inline (pickle protocol 5). Shared memory is not used: for the problems measured
-(``benchmarks/bench_batch.py``) the whole transport costs well under 1% of the solve time.
+problems with the same pattern carry the 16-byte key only. Value arrays are keyed the same way
+when the same object is in several problems of a call (e.g. the A of MPC problems that differ
+only in b), or when distinct arrays of the call have equal contents (a fingerprint of five
+entries finds the candidates, the hash decides). Each worker keeps these arrays in a blob store
+mirrored by the parent (``blob_budget`` bytes per worker, LRU); problems in a worker share
+them. Everything else goes inline.
+
+Local workers exchange framed messages over their socket pair (:class:`_Channel`): a pickle
+(protocol 5) stream plus the raw bytes of each array of 2 KiB or more as out-of-band buffers,
+sent from the arrays' memory and received into the arrays' final memory (one copy, the
+kernel's). Shared memory is not used: for the problems measured (``benchmarks/bench_batch.py``)
+the whole transport costs well under 1% of the solve time.
 
 Protocol (requests and replies in order; at most ``depth`` requests in flight per worker)
 -----------------------------------------------------------------------------------
 ``request = {"ops": [op, ...], "blobs": {key: ndarray}, "release": [handle, ...],
 "drop": [key, ...]}``; the worker releases handles, stores blobs, runs the ops in order, then
-drops blobs. ``reply = {"results": [r, ...], "busy": seconds}`` with one ``r`` per op:
+drops blobs. ``reply = {"results": [r, ...], "busy": seconds, "compute": CPU seconds in
+solves and derivatives}`` with one ``r`` per op:
 ``("ok", value)``, ``("miss",)`` (state not cached) or ``("error", exception, traceback)``.
 Ops: ``("solve", handle, problem_spec, settings)`` -> public fields of the Result;
 ``("vjp" | "jvp" | "jacobian", handle, kwargs)`` -> the derivative; ``("info",)`` -> cache
@@ -72,6 +80,7 @@ Executors
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -81,7 +90,10 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
+import select
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -197,7 +209,8 @@ class _Compacted:
 
 def _same_pattern(M, P):
     return (sp.issparse(M) and M.format == "csc" and M.shape == P.shape and M.nnz == P.nnz
-            and np.array_equal(M.indptr, P.indptr) and np.array_equal(M.indices, P.indices))
+            and (M.indptr is P.indptr or np.array_equal(M.indptr, P.indptr))
+            and (M.indices is P.indices or np.array_equal(M.indices, P.indices)))
 
 
 def _compact(value, problem):
@@ -221,8 +234,11 @@ def _expand(value, problem):
     fields = {}
     for name, v in value.fields.items():
         if isinstance(v, _OnPattern):
-            P = getattr(problem, v.name)
-            v = type(P)((v.data, P.indices, P.indptr), shape=P.shape)
+            # a shallow copy of the problem's matrix with the values replaced: the pattern was
+            # checked in the worker, so the constructor's checks (a scan of the indices) and
+            # its copies are not needed
+            v, data = copy.copy(getattr(problem, v.name)), v.data
+            v.data = data
         fields[name] = v
     return value.cls(**fields)
 
@@ -252,32 +268,28 @@ class WorkerState:
         self.blobs = {}
         self.states = OrderedDict()          # handle -> (Result holding its Solver, Problem)
         self.counts = {"solved": 0, "evicted": 0, "hits": 0, "misses": 0}
+        self.compute = 0.0       # CPU seconds in Solver(...).solve() and derivatives (this thread)
 
     @staticmethod
     def hello():
-        """The first message of a worker: its process id."""
+        """The first message of a worker (pickled): its process id."""
         return pickle.dumps(("hello", os.getpid()), protocol=5)
 
-    def handle_bytes(self, payload):
-        """Run one pickled request; return the pickled reply."""
-        t0 = time.perf_counter()
-        msg = pickle.loads(payload)
+    def handle(self, msg):
+        """Run one request (a dict, see the module docstring); return the reply dict."""
+        t0, c0 = time.perf_counter(), self.compute
         for handle in msg.get("release", ()):
             self.states.pop(handle, None)
         self.blobs.update(msg.get("blobs", {}))
         results = [self._run(op) for op in msg["ops"]]
         for key in msg.get("drop", ()):
             self.blobs.pop(key, None)
-        reply = {"results": results, "busy": time.perf_counter() - t0}
-        try:
-            return pickle.dumps(reply, protocol=5)
-        except Exception:     # an unpicklable value: report it per op
-            for i, r in enumerate(results):
-                try:
-                    pickle.dumps(r, protocol=5)
-                except Exception as exc:
-                    results[i] = ("error", RuntimeError(f"reply not picklable: {exc}"), "")
-            return pickle.dumps(reply, protocol=5)
+        return {"results": results, "busy": time.perf_counter() - t0,
+                "compute": self.compute - c0}
+
+    def handle_bytes(self, payload):
+        """Run one pickled request; return the pickled reply (all in-band: Ray's transport)."""
+        return _dumps_reply(self.handle(pickle.loads(payload)))
 
     # -----------------------------------------------------------------------------------------
     def _run(self, op):
@@ -294,7 +306,10 @@ class WorkerState:
                 self.counts["hits"] += 1
                 self.states.move_to_end(handle)
                 result, problem = entry
-                return ("ok", _compact(getattr(result, kind)(**kwargs), problem))
+                t0 = time.thread_time()
+                value = getattr(result, kind)(**kwargs)
+                self.compute += time.thread_time() - t0
+                return ("ok", _compact(value, problem))
             if kind == "info":
                 return ("ok", self.info())
             if kind == "call":
@@ -306,7 +321,9 @@ class WorkerState:
 
     def _solve(self, handle, spec, settings, restore=None):
         problem = self._decode_problem(spec)
+        t0 = time.thread_time()
         result = Solver(problem, **settings).solve()
+        self.compute += time.thread_time() - t0
         if restore:                      # a re-solve: keep the caller's solution
             result.update(restore)
         self.counts["solved"] += 1
@@ -338,14 +355,164 @@ class WorkerState:
                     blob_bytes=int(sum(a.nbytes for a in self.blobs.values())))
 
 
-def _read_requests(conn, inbox):
-    """Reader thread of a worker: drain the pipe into ``inbox`` so the parent never blocks."""
+def _dumps_reply(reply, buffer_callback=None):
+    """Pickle a reply; a value that does not pickle becomes an error of its op."""
+    try:
+        return pickle.dumps(reply, protocol=5, buffer_callback=buffer_callback)
+    except Exception:
+        results = reply["results"]
+        for i, r in enumerate(results):
+            try:
+                pickle.dumps(r, protocol=5)
+            except Exception as exc:
+                results[i] = ("error", RuntimeError(f"reply not picklable: {exc}"), "")
+        return pickle.dumps(reply, protocol=5, buffer_callback=buffer_callback)
+
+
+# ---------------------------------------------------------------------------------------------
+# framed messages between the parent and a local worker
+# ---------------------------------------------------------------------------------------------
+_OOB_MIN_BYTES = 2048           # array buffers this large travel out-of-band (no pickle copy)
+_SNDBUF = 4 << 20               # asked for (the system caps it: net.core.wmem_max)
+_IOV_MAX = 512                  # buffers per sendmsg / recvmsg_into call (Linux allows 1024)
+_SOCKETS = hasattr(socket.socket, "sendmsg") and hasattr(socket.socket, "recvmsg_into")
+
+
+class _Channel:
+    """One end of the parent <-> worker connection: framed pickle-5 messages.
+
+    A frame is ``[u32 header length][header: u64 stream length, u32 n, n x u64 buffer
+    lengths][stream][buffer 1]...[buffer n]``: the pickle stream, then the raw bytes of every
+    array of at least ``_OOB_MIN_BYTES`` (pickle protocol 5 out-of-band buffers). The sender
+    gathers them straight from the arrays' memory (``sendmsg``), the receiver scatters them
+    into one fresh ``bytearray`` per array (``recvmsg_into``) that the unpickled array then
+    uses: one copy in all (the kernel's), where pickling in-band and ``Connection.recv_bytes``
+    copied each array four times. An empty stream is the shutdown message.
+
+    Where sockets lack ``sendmsg`` (Windows pipes), frames are in-band pickles sent with
+    ``Connection.send_bytes``.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.sock = None
+        if _SOCKETS:
+            try:
+                self.sock = socket.socket(fileno=os.dup(conn.fileno()))
+                self.sock.setblocking(True)
+            except (OSError, ValueError):
+                self.sock = None
+            else:
+                try:    # a reply of a few MB goes into the kernel at once: the sender goes on
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+                except OSError:
+                    pass
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+
+    # ----- sending -----------------------------------------------------------------------
+    def send(self, obj, pickled=None):
+        """Send ``obj`` (or the stream ``pickled`` with its out-of-band buffers); bytes sent."""
+        if self.sock is None:
+            payload = pickle.dumps(obj, protocol=5) if pickled is None else pickled[0]
+            self.conn.send_bytes(payload)
+            return len(payload)
+        if pickled is None:
+            buffers = []
+            stream = pickle.dumps(obj, protocol=5, buffer_callback=_out_of_band(buffers))
+        else:
+            stream, buffers = pickled
+        return self.send_frame(stream, buffers)
+
+    def send_frame(self, stream, buffers):
+        raws = [b.raw() if isinstance(b, pickle.PickleBuffer) else memoryview(b).cast("B")
+                for b in buffers]
+        head = struct.pack(f"<QI{len(raws)}Q", len(stream), len(raws), *(r.nbytes for r in raws))
+        parts = [memoryview(struct.pack("<I", len(head)) + head), memoryview(stream), *raws]
+        parts = [p for p in parts if p.nbytes]
+        total = sum(p.nbytes for p in parts)
+        while parts:
+            n = self.sock.sendmsg(parts[:_IOV_MAX])
+            while n:
+                first = parts[0]
+                if n >= first.nbytes:
+                    n -= first.nbytes
+                    parts.pop(0)
+                else:
+                    parts[0] = first[n:]
+                    n = 0
+        return total
+
+    def shutdown_message(self):
+        if self.sock is None:
+            self.conn.send_bytes(b"")
+        else:
+            self.send_frame(b"", [])
+
+    # ----- receiving ---------------------------------------------------------------------
+    def recv_frame(self):
+        """The next frame as (stream, buffers, size); stream is empty for shutdown."""
+        if self.sock is None:
+            payload = self.conn.recv_bytes()
+            return payload, [], len(payload)
+        size = bytearray(4)
+        self._fill([memoryview(size)])
+        (n_head,) = struct.unpack("<I", size)
+        head = bytearray(n_head)
+        self._fill([memoryview(head)])
+        n_stream, n_buffers = struct.unpack_from("<QI", head)
+        lengths = struct.unpack_from(f"<{n_buffers}Q", head, 12)
+        stream = bytearray(n_stream)
+        # np.empty: not zero-filled first (bytearray(k) is); the arrays unpickled from these
+        # buffers are writable and each owns its buffer alone
+        buffers = [np.empty(k, np.uint8) for k in lengths]
+        self._fill([memoryview(stream)] + [memoryview(b).cast("B") for b in buffers])
+        return stream, buffers, 4 + n_head + n_stream + sum(lengths)
+
+    def _fill(self, views):
+        views = [v for v in views if v.nbytes]
+        while views:
+            n = self.sock.recvmsg_into(views[:_IOV_MAX])[0]
+            if n == 0:
+                raise EOFError("connection closed")
+            while n:
+                first = views[0]
+                if n >= first.nbytes:
+                    n -= first.nbytes
+                    views.pop(0)
+                else:
+                    views[0] = first[n:]
+                    n = 0
+
+    @staticmethod
+    def loads(frame):
+        stream, buffers, _ = frame
+        return pickle.loads(stream, buffers=buffers)
+
+
+def _out_of_band(buffers):
+    """A pickle ``buffer_callback``: large buffers out-of-band (appended), small ones in-band."""
+    def callback(buf):
+        if buf.raw().nbytes < _OOB_MIN_BYTES:
+            return True
+        buffers.append(buf)
+        return False
+    return callback
+
+
+def _read_requests(chan, inbox):
+    """Reader thread of a worker: drain the connection into ``inbox`` so the parent never
+    blocks in a send (frames only: the main thread unpickles, so that a bad request fails
+    the worker's request, not this thread)."""
     try:
         while True:
-            payload = conn.recv_bytes()
-            inbox.put(payload)
-            if not payload:
+            frame = chan.recv_frame()
+            if not frame[0]:                          # shutdown
+                inbox.put(None)
                 return
+            inbox.put(frame)
     except (EOFError, OSError):                       # the parent is gone
         inbox.put(None)
 
@@ -358,15 +525,21 @@ def _worker_main(conn, cache_size):
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
     state = WorkerState(cache_size)
+    chan = _Channel(conn)
     inbox = queue.SimpleQueue()
     try:
-        conn.send_bytes(state.hello())
-        threading.Thread(target=_read_requests, args=(conn, inbox), daemon=True).start()
+        chan.send(("hello", os.getpid()))
+        threading.Thread(target=_read_requests, args=(chan, inbox), daemon=True).start()
         while True:
-            payload = inbox.get()
-            if not payload:                           # shutdown (b"") or EOF (None)
+            frame = inbox.get()
+            if frame is None:                         # shutdown or EOF
                 break
-            conn.send_bytes(state.handle_bytes(payload))
+            reply = state.handle(chan.loads(frame))
+            del frame
+            buffers = []
+            stream = _dumps_reply(reply, _out_of_band(buffers) if chan.sock else None)
+            chan.send(None, (stream, buffers))
+            del reply, stream, buffers
     except (EOFError, OSError):                       # the parent is gone
         pass
 
@@ -389,32 +562,63 @@ def _problem_arrays(p):
     yield from (p.g, p.b, p.l, p.u)
 
 
+def _fingerprint(a):
+    """A cheap stand-in for the content of a value array: equal arrays have equal ones."""
+    flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
+    n = flat.size
+    probe = flat[[0, n // 3, n // 2, (2 * n) // 3, n - 1]] if n else flat
+    return a.dtype.str, a.shape, probe.tobytes()
+
+
 class _CallArrays:
     """Content keys of the arrays of one call, each array object hashed at most once.
 
-    Index arrays are always keyed (patterns recur across problems and calls); value arrays only
-    when the same object appears in several problems of the call.
+    Index arrays are always keyed (patterns recur across problems and calls). Value arrays
+    are keyed when the same object appears in several problems of the call, or when several
+    distinct arrays of the call have the same content (found by a cheap fingerprint of a few
+    entries, then confirmed by the content hash): e.g. the H, A, C values of problems built
+    separately that differ only in b. Other arrays travel inline. The index is built at the
+    first :meth:`key` (derivative calls need it only for re-solves).
     """
 
     def __init__(self, problems):
-        self._objects = {}              # id -> array (kept alive: ids stay unique)
-        self._uses = {}
-        for p in problems:
+        self._problems = problems
+        self._objects = None            # id -> array (kept alive: ids stay unique)
+        self._keys = {}                 # id -> key, or None (inline); missing: not decided
+
+    def _build(self):
+        self._objects, uses = {}, {}
+        for p in self._problems:
             for a in _problem_arrays(p):
-                self._objects[id(a)] = a
-                self._uses[id(a)] = self._uses.get(id(a), 0) + 1
-        self._keys = {}
+                i = id(a)
+                self._objects[i] = a
+                uses[i] = uses.get(i, 0) + 1
+        groups = {}
+        for i, a in self._objects.items():
+            if a.nbytes < _BLOB_MIN_BYTES:
+                self._keys[i] = None
+            elif a.dtype.kind not in "iu" and uses[i] == 1:
+                groups.setdefault(_fingerprint(a), []).append(i)
+        for ids in groups.values():
+            if len(ids) == 1:
+                self._keys[ids[0]] = None
+                continue
+            digests = {i: _digest(self._objects[i]) for i in ids}
+            counts = {}
+            for d in digests.values():
+                counts[d] = counts.get(d, 0) + 1
+            for i, d in digests.items():
+                self._keys[i] = d if counts[d] > 1 else None
 
     def key(self, a):
         """The content key of ``a`` or None when it travels inline."""
+        if self._objects is None:
+            self._build()
         i = id(a)
-        if i in self._keys:
-            return self._keys[i]
-        key = None
-        if a.nbytes >= _BLOB_MIN_BYTES and self._objects.get(i) is a and (
-                a.dtype.kind in "iu" or self._uses[i] > 1):
-            key = _digest(a)
-        self._keys[i] = key
+        key = self._keys.get(i, False)
+        if key is False:                # index arrays, values used by several problems
+            key = _digest(a) if self._objects.get(i) is a else None
+            self._keys[i] = key
         return key
 
 
@@ -585,7 +789,16 @@ class _CallTask:
 
 
 class _Chunker:
-    """How many solve tasks go in one message: ~20 ms of work, at least 4 chunks per worker."""
+    """How many tasks go in one message.
+
+    Solves (any worker): about ``target`` seconds of work per message (measured on the
+    replies of the call; one task per message until then), at most a ``1 / (2 n_workers)``
+    share of the tasks left, so that the messages shrink towards the end of the batch and the
+    workers finish together (guided self-scheduling). Tasks pinned to a worker (derivatives):
+    a quarter of those it was given at once, so that replies stream back while it computes.
+    """
+
+    target = 0.05
 
     def __init__(self, chunksize, n_workers):
         if chunksize != "auto" and (not isinstance(chunksize, int) or chunksize < 1):
@@ -594,6 +807,7 @@ class _Chunker:
         self.n_workers = max(1, n_workers)
         self.seconds = 0.0
         self.tasks = 0
+        self.pinned = {}
 
     def observe(self, busy, n_tasks):
         self.seconds += busy
@@ -604,8 +818,14 @@ class _Chunker:
             return min(self.fixed, remaining)
         if not self.tasks or self.seconds <= 0:
             return 1
-        want = math.ceil(0.02 / (self.seconds / self.tasks))
-        return max(1, min(want, remaining // (4 * self.n_workers), remaining))
+        want = math.ceil(self.target / (self.seconds / self.tasks))
+        return max(1, min(want, remaining // (2 * self.n_workers), remaining))
+
+    def pinned_size(self, slot, queued):
+        size = self.pinned.get(slot)
+        if size is None:
+            size = self.pinned[slot] = max(1, math.ceil(queued / 4))
+        return min(size, queued)
 
 
 class _Progress:
@@ -855,7 +1075,7 @@ class _PoolBase:
             ("messages", "bytes_sent", "bytes_received", "solves", "derivatives",
              "resolves_evicted", "resolves_lost", "blob_refs", "blobs_sent",
              "workers_started", "workers_replaced", "encode_s", "decode_s", "worker_busy_s",
-             "wall_s"), 0)
+             "worker_compute_s", "wall_s"), 0)
         self._finalizer = weakref.finalize(self, _shutdown_slots, self._slots)
         self._grow(n_workers)
 
@@ -881,7 +1101,7 @@ class _PoolBase:
         """Solve ``problems`` on this pool; see :func:`solve_batch`.
 
         ``n_jobs`` limits how many of the pool's workers take new problems (default: all);
-        ``chunksize`` is the number of problems per message ("auto": about 20 ms of work).
+        ``chunksize`` is the number of problems per message ("auto": about 50 ms of work).
         Returns a list of :class:`RemoteResult`.
         """
         st = make_settings(**settings)
@@ -989,7 +1209,7 @@ class _PoolBase:
         return out
 
     def _derivatives(self, items, *, timeout=None, progress=False):
-        """Run [(element, owner, method, kwargs, result), ...] with one message per worker.
+        """Run [(element, owner, method, kwargs, result), ...]: a few messages per worker.
 
         ``element`` is the index that errors name. Returns the values, in order.
         """
@@ -1042,12 +1262,12 @@ class _PoolBase:
             task_ops = task.build(enc)
             ops.extend(task_ops)
             counts.append(len(task_ops))
-        payload = pickle.dumps(enc.request(ops, self._take_releases(slot)), protocol=5)
+        packet, size = slot.worker.encode(enc.request(ops, self._take_releases(slot)))
         self._stats["encode_s"] += time.perf_counter() - t0
         self._stats["blobs_sent"] += len(enc.blobs)
         slot.requests.append((batch, counts))    # before sending: an interrupt must kill it
         try:
-            slot.worker.send(payload)
+            slot.worker.send(packet)
         except (OSError, EOFError, _WorkerDied):
             # gone before it received this request: nothing of it was lost, it goes back to
             # the queue; a death with earlier requests in flight is reported by _collect
@@ -1056,31 +1276,43 @@ class _PoolBase:
                 self._retire(slot)
             return False
         self._stats["messages"] += 1
-        self._stats["bytes_sent"] += len(payload)
+        self._stats["bytes_sent"] += size
         return True
 
     def _dispatch(self, free, pinned, chunker, n_active, arrays):
-        for slot in self._slots:
-            queue = pinned.get(slot.index)
-            if queue:
-                # derivatives and calls: everything for this worker in one message
-                if slot.requests or not self._ready(slot):
-                    continue
-                batch, back = list(queue), queue
-                queue.clear()
-            else:
-                if slot.index >= n_active or not free or len(slot.requests) >= self.depth:
+        """Send what can be sent now: up to ``depth`` requests in flight per worker."""
+        sent = True
+        while sent:
+            sent = False
+            for slot in self._slots:
+                if len(slot.requests) >= self.depth:
                     continue
                 if slot.requests:
-                    # queue a second request only when every worker has work left to take,
-                    # so that the tail of the batch stays balanced
-                    if slot.requests[0] is _HELLO or len(free) <= n_active:
+                    if slot.requests[0] is _HELLO:
                         continue
-                elif not self._ready(slot):
-                    continue
-                batch, back = [free.popleft() for _ in range(chunker.size(len(free)))], free
-            if not self._send(slot, batch, arrays):
-                back.extendleft(reversed(batch))
+                queue = pinned.get(slot.index)
+                if queue:
+                    # derivatives and calls: a few messages per worker, so that the transfer
+                    # and decoding of one reply overlaps the computation of the next
+                    if not slot.requests and not self._ready(slot):
+                        continue
+                    size = chunker.pinned_size(slot.index, len(queue))
+                    batch, back = [queue.popleft() for _ in range(size)], queue
+                else:
+                    if slot.index >= n_active or not free:
+                        continue
+                    if slot.requests:
+                        # queue a second request only when every worker has work left to
+                        # take, so that the tail of the batch stays balanced
+                        if len(free) <= n_active:
+                            continue
+                    elif not self._ready(slot):
+                        continue
+                    batch, back = [free.popleft() for _ in range(chunker.size(len(free)))], free
+                if self._send(slot, batch, arrays):
+                    sent = True
+                else:
+                    back.extendleft(reversed(batch))
 
     def _died(self, slot, died):
         """The WorkerError for a worker found dead with requests in flight (and retire it)."""
@@ -1105,18 +1337,20 @@ class _PoolBase:
     def _collect(self, slot, pinned, chunker, progress):
         """Read the oldest reply of ``slot``; returns the first error of its tasks (or None)."""
         try:
-            payload = slot.worker.recv()
+            packet, size = slot.worker.recv()
         except _WorkerDied as died:
             return self._died(slot, died)
         entry = slot.requests.popleft()
-        self._stats["bytes_received"] += len(payload)
+        self._stats["bytes_received"] += size
         if entry is _HELLO:
-            slot.pid = pickle.loads(payload)[1]
+            slot.pid = slot.worker.decode(packet)[1]
             return None
         t0 = time.perf_counter()
-        reply = pickle.loads(payload)
+        reply = slot.worker.decode(packet)
+        del packet
         self._stats["decode_s"] += time.perf_counter() - t0
         self._stats["worker_busy_s"] += reply["busy"]
+        self._stats["worker_compute_s"] += reply.get("compute", 0.0)
         tasks, counts = entry
         if chunker is not None and tasks and isinstance(tasks[0], _SolveTask):
             chunker.observe(reply["busy"], len(tasks))
@@ -1202,8 +1436,18 @@ class _PoolBase:
 
 
 # ---------------------------------------------------------------------------------------------
+def _readable(conn):
+    """Whether ``conn`` has data (or end-of-file) to read now; cheaper than ``conn.poll(0)``."""
+    if not hasattr(select, "poll"):
+        return conn.poll(0)
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _ProcessWorker:
-    """Transport to one local worker process: a duplex pipe plus the process sentinel."""
+    """Transport to one local worker process: a duplex pipe (a socket pair, with
+    :class:`_Channel` frames) plus the process sentinel."""
 
     def __init__(self, ctx, cache_size, name):
         parent_end, child_end = ctx.Pipe(duplex=True)
@@ -1212,16 +1456,30 @@ class _ProcessWorker:
         self.process.start()
         child_end.close()
         self.conn = parent_end
+        self.chan = _Channel(parent_end)
         self.pid = self.process.pid
 
-    def send(self, payload):
-        self.conn.send_bytes(payload)
+    def encode(self, obj):
+        """(packet, bytes): the pickle stream and its out-of-band buffers."""
+        buffers = []
+        stream = pickle.dumps(obj, protocol=5,
+                              buffer_callback=_out_of_band(buffers) if self.chan.sock else None)
+        return (stream, buffers), len(stream) + sum(b.raw().nbytes for b in buffers)
+
+    def send(self, packet):
+        self.chan.send(None, packet)
+
+    @staticmethod
+    def decode(packet):
+        return _Channel.loads(packet)
 
     def recv(self):
         try:
-            if self.process.exitcode is not None and not self.conn.poll(0):
+            # dead with nothing to read (the forkserver may hold the other end: no EOF)
+            if not _readable(self.conn) and self.process.exitcode is not None:
                 raise EOFError
-            return self.conn.recv_bytes()
+            frame = self.chan.recv_frame()
+            return frame, frame[2]
         except (EOFError, OSError):
             self.process.join(1.0)
             raise _WorkerDied(self.reason()) from None
@@ -1265,12 +1523,13 @@ class _ProcessWorker:
         if self.process.exitcode is None:
             self.process.kill()
         self.process.join(5.0)
+        self.chan.close()
         self.conn.close()
 
     def shutdown(self, timeout, graceful=True):
         if graceful and self.process.exitcode is None:
             try:
-                self.conn.send_bytes(b"")
+                self.chan.shutdown_message()
                 self.process.join(timeout)
             except OSError:
                 pass
@@ -1335,9 +1594,15 @@ class WorkerPool(_PoolBase):
     def _wait(self, slots, timeout):
         objects = {}
         for s in slots:
-            objects[s.worker.conn] = s
+            objects[s.worker.conn.fileno()] = s
             objects[s.worker.process.sentinel] = s
-        ready = mp.connection.wait(list(objects), timeout)
+        if hasattr(select, "poll"):        # what mp.connection.wait does, without its selector
+            poller = select.poll()
+            for fd in objects:
+                poller.register(fd, select.POLLIN)
+            ready = [fd for fd, _ in poller.poll(None if timeout is None else 1e3 * timeout)]
+        else:
+            ready = mp.connection.wait(list(objects), timeout)
         seen, out = set(), []
         for obj in ready:
             s = objects[obj]
@@ -1477,8 +1742,9 @@ def solve_batch(problems, *, n_jobs=None, executor=None, progress=False, timeout
         Seconds the whole call may take (pools and generic executors); exceeding it raises
         :class:`WorkerTimeout` (busy workers are terminated).
     chunksize : int or "auto"
-        Pools: problems per message ("auto": about 20 ms of work per message, at least four
-        messages per worker).
+        Pools: problems per message ("auto": about 50 ms of work per message, at most
+        1 / (2 n_workers) of the problems left, so that the messages shrink towards the end
+        and the workers finish together).
     upper : bool
         For tuple/dict inputs: read only the upper triangle of H.
     **settings
@@ -1579,7 +1845,7 @@ def _per_element(name, values, size):
 
 
 def _derivative_batch(results, method, kwargs_list, timeout, progress):
-    """Group requests by where their states live; one message per worker."""
+    """Group requests by where their states live; a few messages per worker."""
     out = [None] * len(results)
     by_pool, detached, local = {}, [], []
     for i, (r, kw) in enumerate(zip(results, kwargs_list)):
@@ -1628,8 +1894,8 @@ def vjp_batch(results, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None, *, tim
     Returns
     -------
     list of :class:`~sparseqp.derivatives.Gradients`
-        In order. For pooled results the requests go out as one message per worker, all
-        workers computing in parallel.
+        In order. For pooled results the requests go out in a few messages per worker
+        (replies stream back while it computes), all workers computing in parallel.
     """
     B = len(results)
     cols = {k: _per_element(k, v, B) for k, v in
@@ -1644,7 +1910,7 @@ def jvp_batch(results, dH=None, dg=None, dA=None, db=None, dC=None, dl=None, du=
 
     Each of ``dH, dg, dA, db, dC, dl, du`` is None or a sequence with one entry (array, sparse
     matrix or None) per result; see :func:`sparseqp.derivatives.jvp`. Returns a list of
-    :class:`~sparseqp.derivatives.Tangents`, in order (one message per worker).
+    :class:`~sparseqp.derivatives.Tangents`, in order (a few messages per worker).
     """
     B = len(results)
     cols = {k: _per_element(k, v, B) for k, v in

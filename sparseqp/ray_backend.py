@@ -22,9 +22,12 @@ sent to it (a local worker is checked before sending), which then fails with
 """
 from __future__ import annotations
 
+import pickle
 from collections import deque
 
-from .batch import WorkerState, _PoolBase, _WorkerDied
+import numpy as np
+
+from .batch import WorkerState, _dumps_reply, _out_of_band, _PoolBase, _WorkerDied
 
 __all__ = ["RayPool", "RayWorker"]
 
@@ -38,16 +41,23 @@ def _ray():
 
 
 class RayWorker:
-    """Body of a Ray actor: a :class:`~sparseqp.batch.WorkerState` behind two methods."""
+    """Body of a Ray actor: a :class:`~sparseqp.batch.WorkerState` behind two methods.
+
+    A reply is the pickle stream of the reply with its large arrays out-of-band, as uint8
+    arrays that Ray puts in its object store without pickling them (one copy), instead of one
+    in-band pickle (copied by pickle, by Ray, and by the parent's unpickling).
+    """
 
     def __init__(self, cache_size):
         self.state = WorkerState(cache_size)
 
     def hello(self):
-        return WorkerState.hello()
+        return WorkerState.hello(), []
 
     def handle(self, payload):
-        return self.state.handle_bytes(payload)
+        buffers = []
+        stream = _dumps_reply(self.state.handle(pickle.loads(payload)), _out_of_band(buffers))
+        return stream, [np.frombuffer(b.raw(), np.uint8) for b in buffers]
 
 
 class _ActorWorker:
@@ -57,6 +67,19 @@ class _ActorWorker:
         self.actor = actor_cls.remote(cache_size)
         self.refs = deque([self.actor.hello.remote()])
         self.pid = None
+
+    @staticmethod
+    def encode(obj):
+        """(packet, bytes): the request pickled in-band (one argument of an actor call)."""
+        payload = pickle.dumps(obj, protocol=5)
+        return payload, len(payload)
+
+    @staticmethod
+    def decode(packet):
+        # the object store's arrays are read-only: one copy makes the results writable, as
+        # they are in-process
+        stream, buffers = packet
+        return pickle.loads(stream, buffers=[np.array(b) for b in buffers])
 
     def send(self, payload):
         self.refs.append(self.actor.handle.remote(payload))
@@ -69,7 +92,7 @@ class _ActorWorker:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise _WorkerDied(f"Ray actor died: {first}") from None
         self.refs.popleft()
-        return payload
+        return payload, len(payload[0]) + sum(b.nbytes for b in payload[1])
 
     def alive(self):
         return True                      # known only from the next reply

@@ -139,6 +139,91 @@ def test_pattern_sent_once_per_worker(clean_pool):
     assert after["blob_refs"] - before["blob_refs"] > 0
 
 
+def test_equal_values_sent_once_per_worker():
+    # problems built separately: H, A, C, g, l, u values are equal arrays, not shared objects
+    _, problems = mpc_batch(12, horizon=40, nx=10, nu=5)
+    rebuilt = [sparseqp.Problem(H=p.H.copy(), g=p.g.copy(), A=p.A.copy(), b=p.b.copy(),
+                                C=p.C.copy(), l=p.l.copy(), u=p.u.copy()) for p in problems]
+    assert rebuilt[0].A.data is not rebuilt[1].A.data
+
+    def traffic(batch):
+        with WorkerPool(2) as fresh:        # empty blob stores
+            results = solve_batch(batch, executor=fresh, chunksize=1, **EXACT)
+            stats = fresh.stats()
+            grads = vjp_batch(results, dx=[r.x for r in results])
+        return results, grads, stats
+
+    _, _, shared = traffic(problems)        # one object per array, shared by the problems
+    got, grads, equal = traffic(rebuilt)
+    # equal arrays travel once per worker like shared ones, then by key; only b inline
+    assert equal["blobs_sent"] <= 2 * 12
+    assert equal["blob_refs"] >= shared["blob_refs"] > 0
+    assert equal["bytes_sent"] - shared["bytes_sent"] < rebuilt[0].A.data.nbytes
+    seq = sequential(problems, **EXACT)
+    assert_same_results(got, seq)
+    assert_same_gradients(grads, [r.vjp(dx=r.x) for r in seq])
+
+
+def test_call_arrays_keys():
+    from sparseqp.batch import _CallArrays
+
+    _, problems = mpc_batch(3, horizon=40, nx=10, nu=5)
+    a, b = problems[0], problems[1]
+    c = sparseqp.Problem(H=a.H, g=a.g, A=a.A, b=a.b, C=a.C, l=a.l.copy(), u=a.u)
+    c.l[c.l.size // 2 + 1] += 1.0           # same fingerprint as a.l, other content
+    keys = _CallArrays([a, b, c])
+    assert keys.key(a.A.indices) is not None                  # patterns: always keyed
+    assert keys.key(a.A.data) == keys.key(c.A.data)            # shared object
+    assert keys.key(a.b) is None and keys.key(b.b) is None     # differ: inline
+    assert keys.key(c.l) is None                               # unique content: inline
+    assert keys.key(np.zeros(10_000)) is None                  # not of this call
+
+
+def test_frames_round_trip():
+    import socket as socket_mod
+
+    from sparseqp.batch import _Channel
+
+    left, right = socket_mod.socketpair()
+    try:
+        a, b = _Channel.__new__(_Channel), _Channel.__new__(_Channel)
+        a.conn = b.conn = None
+        a.sock, b.sock = left, right
+        big = np.arange(300_000, dtype=np.float64)
+        obj = {"big": big, "small": np.arange(5), "fortran": np.asfortranarray(np.ones((40, 30))),
+               "strided": big[::3], "ints": np.arange(1000, dtype=np.int32), "text": "x" * 100}
+        sender = threading.Thread(target=a.send, args=(obj,))
+        sender.start()                      # larger than the socket buffer: concurrent read
+        frame = b.recv_frame()
+        sender.join()
+        got = _Channel.loads(frame)
+        for k, v in obj.items():
+            if isinstance(v, np.ndarray):
+                assert np.array_equal(got[k], v) and got[k].dtype == v.dtype
+                assert got[k].flags.writeable
+            else:
+                assert got[k] == v
+        assert len(frame[1]) >= 3           # big, fortran, ints went out-of-band
+        a.shutdown_message()
+        assert not b.recv_frame()[0]
+        left.close()
+        with pytest.raises(EOFError):
+            b.recv_frame()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_derivatives_stream_in_several_messages(clean_pool):
+    _, problems = mpc_batch(16)
+    got = solve_batch(problems, executor=clean_pool, **EXACT)
+    before = clean_pool.stats()["messages"]
+    grads = vjp_batch(got, dx=[r.x for r in got])
+    assert clean_pool.stats()["messages"] - before >= 4           # not one per worker
+    assert_same_gradients(grads, [r.vjp(dx=r.x) for r in sequential(problems, **EXACT)])
+    assert all(g.A.data.flags.writeable and r.x.flags.writeable for g, r in zip(grads, got))
+
+
 def test_remote_result_pickles_as_plain_result(clean_pool):
     _, problems = mpc_batch(1)
     (r,) = solve_batch(problems, executor=clean_pool)
@@ -348,8 +433,9 @@ def test_ray_backend():
         got = solve_batch(problems, executor=pool, **EXACT)
         seq = sequential(problems, **EXACT)
         assert_same_results(got, seq)
-        assert_same_gradients(vjp_batch(got, dx=[r.x for r in got]),
-                              [r.vjp(dx=r.x) for r in seq])
+        grads = vjp_batch(got, dx=[r.x for r in got])
+        assert_same_gradients(grads, [r.vjp(dx=r.x) for r in seq])
+        assert got[0].x.flags.writeable and grads[0].A.data.flags.writeable
         del got
         gc.collect()
         assert pool.cache_sizes() == [0, 0]
