@@ -124,9 +124,6 @@ class Linearization:
         self.problem = fw["problem"]
         sc = self.sc
         self.x, self.y, self.z = result.x, result.y, result.z
-        self.xs = sc.scale_x(self.x)
-        self.ys = sc.scale_y(self.y)
-        self.zs = sc.scale_z(self.z)
         p = self.problem
         tau = self.st.eps_abs
         self.s_in = np.where(np.abs(result.s_in) > tau, result.s_in, 0.0)
@@ -144,12 +141,9 @@ class Linearization:
             eps = self.st.bw_closest_eps
             self.delta_eq = eps * sc.E ** 2 / wmax
             self.delta_in = eps * sc.F ** 2 / wmax
-            # the same elastic parameter in unscaled units: A w_x - delta_u w_y = ...
-            self.delta_u = eps * sc.c / wmax
         else:
             self.delta_eq = np.zeros(sc.m)
             self.delta_in = np.zeros(sc.p)
-            self.delta_u = 0.0
         self.n_fact = 0
         self._fallback = False
 
@@ -244,6 +238,19 @@ class Linearization:
         return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
 
 
+    def drop_shift_component(self, wy, wz):
+        """Remove the component along the shift s (which lies in null(M')) from a multiplier
+        block that belongs to range(M): the 1/eps conditioning of K_eps puts the rounding
+        error of the refined solve mostly there."""
+        if not self.closest:
+            return wy, wz
+        s_eq, s_in = self.s_eq, np.where(self.active != 0, self.s_in, 0.0)
+        ss = float(s_eq @ s_eq + s_in @ s_in)
+        if ss == 0.0:
+            return wy, wz
+        t = float(s_eq @ wy + s_in @ wz) / ss
+        return wy - t * s_eq, wz - t * s_in
+
     def solve_unscaled(self, rx, ry, rz):
         """Solve target(K) w = (rx, ry, rz) in unscaled units; inactive rows of w_z are 0.
 
@@ -315,6 +322,7 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
     vz = np.where(lin.active != 0, vz, 0.0)
     wx, wy, wz, info = lin.solve_unscaled(vx_tot, vy, vz)
+    wy, wz = lin.drop_shift_component(wy, wz)
     x, y = lin.x, lin.y
     z = np.where(lin.active != 0, lin.z, 0.0)
     gH = _on_pattern(p.H, -0.5 * wx, x, -0.5 * x, wx)
@@ -428,7 +436,6 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
         r_x -= dC.T @ z
         r_z -= np.where(act, dC @ x, 0.0)
     info = None
-    eta_y, eta_z = np.zeros(m), np.zeros(q)
     if lin.closest and (dA is not None or dC is not None):
         # motion of the closest-feasible right-hand side P_M d when M = [A; C_J] moves:
         # eta = (M')^+ (-dM' s), the multiplier part of K_delta^{-1} (-dM' s, 0)
@@ -439,8 +446,14 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
             qx -= dC.T @ lin.s_in
         if np.any(qx):
             _, eta_y, eta_z, info = lin.solve_unscaled(qx, np.zeros(m), np.zeros(q))
+            eta_y, eta_z = lin.drop_shift_component(eta_y, eta_z)
             r_y = r_y + eta_y
             r_z = r_z + eta_z
+    if lin.closest:
+        # the part of the constraint right-hand side along the shift (in null(M')) only
+        # moves the shift: K_eps would turn it into multiplier components of size 1/eps and
+        # rounding errors of that size in x; the limit drops it
+        r_y, r_z = lin.drop_shift_component(r_y, np.where(act, r_z, 0.0))
     tx, ty, tz, info1 = lin.solve_unscaled(r_x, r_y, r_z)
     info = info1 if info is None else _merge_info(info, info1)
     s_eq = np.zeros(m)
@@ -454,10 +467,7 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
         if dC is not None:
             ds += dC @ x
         s_in = np.where(shifted, ds, 0.0)
-        # multiplier tangents: those of the elastic problem's finite part, y_eps - s / delta
-        # (not unique; the eta part was taken out of the elastic solve above)
-        ty = ty + (eta_y - s_eq) / lin.delta_u
-        tz = np.where(act, tz + (eta_z - s_in) / lin.delta_u, 0.0)
+        # ty, tz: the tangent of one choice of the (non-unique) multipliers
     return Tangents(x=tx, y=ty, z=tz, s_eq=s_eq, s_in=s_in, info=info)
 
 

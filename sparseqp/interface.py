@@ -230,8 +230,9 @@ class Solver:
         if self._with_constant:
             fun += p.constant
         message = status.message
-        if status == Status.NUMERICAL_ERROR and "message" in info:
-            message = f"{message} {info['message']}"
+        if "message" in info:
+            message = (f"Solved to the requested residual tolerance; {info['message']}."
+                       if status == Status.SOLVED else f"{message} {info['message']}")
         res = Result(
             x=x, y=y, z=z, s_eq=s_eq, s_in=s_in, fun=fun, status=status,
             success=status.success, message=message, nit=alm.nit, n_newton=alm.n_newton,

@@ -26,6 +26,12 @@ class Settings:
     eps_rel : float
         Relative tolerance; the stopping threshold is ``eps_abs + eps_rel * scale`` where scale is
         the largest norm of the terms making up each residual. Default 0.
+    check_duality_gap : bool
+        Also require the duality gap ``|x'Hx + g'x + b'y + u'[z]_+ + l'[z]_-|`` to be at most
+        ``eps_abs + eps_rel * scale`` (scale: the largest of those terms). Residuals of 1e-6 on
+        thousands of rows can leave the objective far from optimal (Maros-Meszaros LISWET*);
+        this keeps iterating until the objective is accurate too. When the gap stops improving
+        first (rounding), the result is SOLVED with the gap named in ``message``. Default True.
     max_iter : int
         Maximum number of outer (multiplier) iterations. Default 10000.
     max_iter_in : int
@@ -71,6 +77,7 @@ class Settings:
 
     eps_abs: float = 1e-8
     eps_rel: float = 0.0
+    check_duality_gap: bool = True
     max_iter: int = 10000
     max_iter_in: int = 200
     time_limit: float | None = None

@@ -37,6 +37,7 @@ _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by 
 _DUAL_STALL_ITERS = 8
 _MU_RESET = 100.0
 _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to this
+_GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
 
 
 class _NonConvex(Exception):
@@ -126,6 +127,22 @@ class ProxALM:
         gap = np.where(z > 0, sc.u - Cx, np.where(z < 0, Cx - sc.l, 0.0))
         gap = np.where(np.isfinite(gap), np.abs(gap), 0.0)
         return _kernels.scaled_inf_norm(gap, sc.F, True)
+
+    def _duality_gap(self, x, y, z):
+        """(|gap|, scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ + l'[z]_- (0 at a KKT
+        point), scale = the largest of its terms. Every scaled term is c times the unscaled one."""
+        sc = self.sc
+        terms = [float(x @ (sc.H @ x)), float(sc.g @ x)]
+        if sc.m:
+            terms.append(float(sc.b @ y))
+        if sc.p:
+            up = np.where(z > 0, sc.u, 0.0)
+            lo = np.where(z < 0, sc.l, 0.0)
+            with np.errstate(invalid="ignore"):
+                terms.append(float(np.sum(np.where(z > 0, up * z, 0.0))
+                                   + np.sum(np.where(z < 0, lo * z, 0.0))))
+        gap = abs(sum(terms)) / sc.c
+        return gap, max(abs(t) for t in terms) / sc.c
 
     def _shift_residual(self, Ax, Cx):
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
@@ -424,6 +441,7 @@ class ProxALM:
         rp_prev = math.inf
         best_merit, best_it = math.inf, 0
         rd_best, rd_best_it = math.inf, 0
+        gap_best, gap_best_it = math.inf, 0
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
@@ -439,9 +457,24 @@ class ProxALM:
                 self.log(it, rp, rd, float(np.min(mu_eq, initial=np.inf)),
                          float(np.min(mu_in, initial=np.inf)), rho,
                          int(np.count_nonzero(self._active)), self.kkt.n_factorizations)
-            if rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p:
-                status = Status.SOLVED
-                break
+            resid_ok = rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p
+            if resid_ok:
+                if not st.check_duality_gap:
+                    status = Status.SOLVED
+                    break
+                gap, gscale = self._duality_gap(x, y, z)
+                # rounding floor of the sum of its terms
+                if gap <= eps_abs + eps_rel * gscale or gap <= 1e-13 * gscale:
+                    status = Status.SOLVED
+                    break
+                if gap < 0.9 * gap_best:
+                    gap_best, gap_best_it = gap, it
+                elif it - gap_best_it >= _GAP_STALL_ITERS:
+                    status = Status.SOLVED
+                    info["message"] = (f"residuals met; the duality gap {gap:.2e} stopped "
+                                       f"decreasing above its tolerance "
+                                       f"{eps_abs + eps_rel * gscale:.2e}")
+                    break
             if closest and self.allow_closest:
                 rs = self._shift_residual(Ax, Cx)
                 if rs <= eps_abs + eps_rel * max(ps, 1.0):
@@ -459,6 +492,12 @@ class ProxALM:
             merit = max(rp / tol_p, rd / tol_d) if not closest else rd / tol_d
             if merit < 0.99 * best_merit:
                 best_merit, best_it = merit, it
+            elif it - best_it >= _STALL_ITERS and resid_ok:
+                status = Status.SOLVED      # only the duality gap was still short
+                info["message"] = (f"residuals met; the duality gap {gap:.2e} stopped "
+                                   f"decreasing above its tolerance "
+                                   f"{eps_abs + eps_rel * gscale:.2e}")
+                break
             elif it - best_it >= _STALL_ITERS:
                 status = Status.NUMERICAL_ERROR
                 info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal residual "

@@ -754,3 +754,33 @@ def test_nonconvex_unconstrained_never_solved(n):
         return
     assert r.status == Status.NUMERICAL_ERROR, f"nonconvex H gave {r.status!r}"
     assert not r.success
+
+
+# ----------------------------------------------------------------------------------------------
+# duality gap
+# ----------------------------------------------------------------------------------------------
+def _gap(P, r):
+    """x'Hx + g'x + b'y + u'[z]_+ + l'[z]_- and its largest term, from the unscaled data."""
+    x, y, z = r.x, r.y, r.z
+    with np.errstate(invalid="ignore"):
+        supp = float(np.sum(np.where(z > 0, P.u * z, 0.0)) + np.sum(np.where(z < 0, P.l * z, 0.0)))
+    terms = [float(x @ (P.H @ x)), float(P.g @ x), float(P.b @ y), supp]
+    return abs(sum(terms)), max(abs(t) for t in terms)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_duality_gap_is_within_tolerance(seed):
+    P = gen("random_qp", n=120, n_eq=15, n_in=60, seed=seed)
+    r = _solve(P, eps_abs=1e-6)
+    assert r.status == Status.SOLVED
+    gap, scale = _gap(P, r)
+    assert gap <= 1e-6 or gap <= 1e-13 * scale, (gap, scale, r.message)
+
+
+def test_duality_gap_check_can_be_disabled():
+    P = gen("random_qp", n=120, n_eq=15, n_in=60, seed=0)
+    on = _solve(P, eps_abs=1e-4)
+    off = _solve(P, eps_abs=1e-4, check_duality_gap=False)
+    assert on.status == off.status == Status.SOLVED
+    assert on.nit >= off.nit
+    assert _gap(P, on)[0] <= 1e-4
