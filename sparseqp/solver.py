@@ -594,7 +594,6 @@ class ProxALM:
     def _grow_penalties(self, mu_eq, mu_in):
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop
         a factor 10 above the penalties that stalled."""
-        st = self.st
         new_eq = np.minimum(mu_eq * _MU_RESET, _MU_MAX) if mu_eq.size else mu_eq
         new_in = np.minimum(mu_in * _MU_RESET, _MU_MAX) if mu_in.size else mu_in
         floor_eq, floor_in = self._mu_floor
