@@ -146,27 +146,26 @@ class Linearization:
             self.delta_in = np.zeros(sc.p)
         self.n_fact = 0
         self._fallback = False
+        self._K_indptr, self._K_indices = _csc_parts(self.kkt.K)
 
     # ---------------------------------------------------------------------------------------
     # the target matrix and the refined solve
     # ---------------------------------------------------------------------------------------
-    def _matvec(self, u, inactive_diag):
+    def _matvec(self, u):
+        """target(K) u from the factorized KKT matrix's stored upper triangle (one pass over
+        its entries) with the diagonal corrected: no rho on H, -delta (instead of the
+        factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in."""
+        kkt = self.kkt
         sc, n, m = self.sc, self.sc.n, self.sc.m
-        ux, uy, uz = u[:n], u[n:n + m], u[n + m:]
+        K = kkt.K
         out = np.empty_like(u)
-        ox = sc.H @ ux
+        _kernels.sym_upper_matvec(self._K_indptr, self._K_indices, K.data, u, out)
+        out[:n] -= kkt.rho * u[:n]
         if m:
-            ox += sc.At @ uy
-            out[n:n + m] = sc.A @ ux - self.delta_eq * uy
+            out[n:n + m] += (kkt.mu_eq - self.delta_eq) * u[n:n + m]
         if sc.p:
-            zJ = np.empty(sc.p)
-            _kernels.mask_active(uz, self.active, zJ)
-            ox += sc.Ct @ zJ
-            cx = np.empty(sc.p)
-            _kernels.mask_active(sc.C @ ux, self.active, cx)
             act = self.active != 0
-            out[n + m:] = np.where(act, cx - self.delta_in * uz, -inactive_diag * uz)
-        out[:n] = ox
+            out[n + m:] += np.where(act, kkt.mu_in - self.delta_in, 0.0) * u[n + m:]
         return out
 
     def _prepare_factorization(self):
@@ -211,12 +210,11 @@ class Linearization:
         accept = max(st.bw_tol * 1e3, 1e-8) if not self.closest else max(st.bw_tol * 1e-1, 1e-13)
         n_ref = 0
         while True:
-            inactive_diag = kkt.mu_in if self.sc.p else np.zeros(0)
             u = kkt.solve(rhs)
             best_u, best_r = u, np.inf
             stalled = 0
             for _ in range(st.bw_max_refine + 1):
-                r = rhs - self._matvec(u, inactive_diag)
+                r = rhs - self._matvec(u)
                 rn = _kernels.norm2(r) / norm_rhs
                 if rn < best_r:
                     if rn > 0.5 * best_r:
