@@ -40,7 +40,8 @@ _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to 
 # One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec
 # (five sparse products through scipy); measured 2-2.5 on the benchmark classes at n=1k-5k.
 _PCG_ITER_COST = 3.0
-_GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
+_GAP_STALL_ITERS = 25
+_SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress  # residuals met, duality gap not improving: accept with a message
 
 
 class _NonConvex(Exception):
@@ -83,6 +84,7 @@ class ProxALM:
         self.nit = 0
         self.certificate = None
         self.allow_closest = True
+        self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted)
         p = sc.p
         self._z = np.zeros(p)
         self._active = np.zeros(p, dtype=np.int8)
@@ -445,6 +447,7 @@ class ProxALM:
         best_merit, best_it = math.inf, 0
         rd_best, rd_best_it = math.inf, 0
         gap_best, gap_best_it = math.inf, 0
+        rp_best, rp_best_it = math.inf, 0
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
@@ -490,6 +493,11 @@ class ProxALM:
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
+            if self.primal_stall_exit and rp > tol_p:
+                if rp < 0.9 * rp_best:
+                    rp_best, rp_best_it = rp, it
+                elif it - rp_best_it >= self.primal_stall_exit:
+                    break                   # MAX_ITER_REACHED: the caller shifts again
             # no progress at all for many iterations: the tolerance is below what rounding
             # allows on this problem; say so instead of spinning until max_iter
             merit = max(rp / tol_p, rd / tol_d) if not closest else rd / tol_d
@@ -560,6 +568,10 @@ class ProxALM:
             sub_st = self.st.replace(max_iter=budget)
             sub = ProxALM(sc.shifted(s_eq, s_in), self.kkt, sub_st, self.deadline, self.log)
             sub.allow_closest = False
+            # a shift accurate to eps_abs can leave the shifted problem inconsistent by about
+            # that much: its primal residual then stalls while the multipliers diverge; stop
+            # early and shift again from where it got to (x satisfies that shift exactly)
+            sub.primal_stall_exit = _SHIFTED_PRIMAL_STALL
             st, state, _ = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
             self.n_pcg += sub.n_pcg

@@ -784,3 +784,49 @@ def test_duality_gap_check_can_be_disabled():
     assert on.status == off.status == Status.SOLVED
     assert on.nit >= off.nit
     assert _gap(P, on)[0] <= 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# random small problems, many of them inconsistent (dependent rows, crossing bounds)
+# ----------------------------------------------------------------------------------------------
+def _random_mixed_problem(seed):
+    rng = np.random.default_rng(seed)
+    n = rng.integers(3, 40)
+    m = rng.integers(0, n)
+    p = rng.integers(0, 2 * n)
+    F = rng.standard_normal((rng.integers(0, n + 1), n))
+    H = F.T @ F
+    if rng.random() < 0.3:
+        H = np.zeros((n, n))
+    g = rng.standard_normal(n)
+    A = sp.random(m, n, density=0.4, random_state=seed).toarray()
+    if m > 1 and rng.random() < 0.3:
+        A[-1] = A[0]
+    x0 = rng.standard_normal(n)
+    b = A @ x0 + (rng.standard_normal(m) if rng.random() < 0.5 else 0)
+    C = sp.random(p, n, density=0.4, random_state=seed + 1).toarray()
+    l = C @ x0 - rng.random(p) + 2 * (rng.random(p) < 0.2)
+    u = np.maximum(C @ x0 + rng.random(p), l)
+    if rng.random() < 0.5:
+        u[rng.random(p) < 0.3] = np.inf
+    if rng.random() < 0.2:
+        l[:] = -np.inf
+    C = np.vstack([C, np.eye(n)])
+    l = np.r_[l, -10 * np.ones(n)]
+    u = np.r_[u, 10 * np.ones(n)]
+    return make_problem(sp.csc_matrix(H), g, sp.csc_matrix(A), b, sp.csc_matrix(C), l, u)
+
+
+@pytest.mark.parametrize("seed", [
+    # 83: the first shift was optimal only to ~1e-6, the shifted re-solve stalled at that
+    # primal residual while its multipliers diverged (now: it shifts again from where it got)
+    *range(0, 300, 7), 83,
+    pytest.param(276, marks=pytest.mark.xfail(strict=True, reason=(
+        "known: closest-feasible mode stalls with the shift residual at 6.8e-4 (singular H, "
+        "non-unique least-squares point); ends NUMERICAL_ERROR")))])
+def test_random_mixed_problems_solve_or_closest(seed):
+    P = _random_mixed_problem(seed)
+    r = _solve(P, eps_abs=1e-8, time_limit=10.0)
+    assert r.status in (Status.SOLVED, Status.SOLVED_CLOSEST_FEASIBLE), (r.status, r.message)
+    if r.status == Status.SOLVED:
+        assert_kkt(r, P, 1e-8, what=f"seed {seed}")
