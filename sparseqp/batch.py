@@ -798,12 +798,11 @@ class _Chunker:
     a quarter of those it was given at once, so that replies stream back while it computes.
     """
 
-    target = 0.05
-
-    def __init__(self, chunksize, n_workers):
+    def __init__(self, chunksize, n_workers, target=0.05):
         if chunksize != "auto" and (not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"chunksize must be 'auto' or a positive int, got {chunksize!r}")
         self.fixed = None if chunksize == "auto" else chunksize
+        self.target = target
         self.n_workers = max(1, n_workers)
         self.seconds = 0.0
         self.tasks = 0
@@ -1056,6 +1055,8 @@ def _shutdown_slots(slots, timeout=2.0):
 class _PoolBase:
     """The transport-independent part of a sticky pool (dispatch, waits, faults, proxies)."""
 
+    _chunk_target = 0.05        # seconds of work per message of solves (chunksize="auto")
+
     def __init__(self, n_workers, *, cache_size, timeout, start_timeout, blob_budget, depth):
         if cache_size is None or int(cache_size) < 0:
             raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
@@ -1115,7 +1116,8 @@ class _PoolBase:
             try:
                 with _Progress(len(tasks), progress, "solve_batch") as bar:
                     self._run(tasks, _CallArrays(problems), timeout=timeout, progress=bar,
-                              chunker=_Chunker(chunksize, n_active), n_active=n_active)
+                              chunker=_Chunker(chunksize, n_active, self._chunk_target),
+                              n_active=n_active)
             except BaseException:
                 for t in tasks:        # computed states nobody will own
                     if t.owner is not None:
