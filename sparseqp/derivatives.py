@@ -147,6 +147,7 @@ class Linearization:
         self.n_fact = 0
         self._fallback = False
         self._K_indptr, self._K_indices = _csc_parts(self.kkt.K)
+        self._corr, self._corr_of = None, None
 
     # ---------------------------------------------------------------------------------------
     # the target matrix and the refined solve
@@ -156,16 +157,17 @@ class Linearization:
         its entries) with the diagonal corrected: no rho on H, -delta (instead of the
         factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in."""
         kkt = self.kkt
-        sc, n, m = self.sc, self.sc.n, self.sc.m
-        K = kkt.K
-        out = np.empty_like(u)
-        _kernels.sym_upper_matvec(self._K_indptr, self._K_indices, K.data, u, out)
-        out[:n] -= kkt.rho * u[:n]
-        if m:
-            out[n:n + m] += (kkt.mu_eq - self.delta_eq) * u[n:n + m]
-        if sc.p:
-            act = self.active != 0
-            out[n + m:] += np.where(act, kkt.mu_in - self.delta_in, 0.0) * u[n + m:]
+        if self._corr_of != kkt.fact_id:
+            sc, n, m = self.sc, self.sc.n, self.sc.m
+            corr = np.empty(kkt.N)
+            corr[:n] = -kkt.rho
+            if m:
+                corr[n:n + m] = kkt.mu_eq - self.delta_eq
+            if sc.p:
+                corr[n + m:] = np.where(self.active != 0, kkt.mu_in - self.delta_in, 0.0)
+            self._corr, self._corr_of = corr, kkt.fact_id
+        out = self._corr * u
+        _kernels.sym_upper_matvec_add(self._K_indptr, self._K_indices, kkt.K.data, u, out)
         return out
 
     def _prepare_factorization(self):
