@@ -375,6 +375,20 @@ def _dumps_reply(reply, buffer_callback=None):
 _OOB_MIN_BYTES = 2048           # array buffers this large travel out-of-band (no pickle copy)
 _SNDBUF = 4 << 20               # asked for (the system caps it: net.core.wmem_max)
 _IOV_MAX = 512                  # buffers per sendmsg / recvmsg_into call (Linux allows 1024)
+
+
+def _consume(views, n):
+    """Drop the first n bytes from a list of memoryviews (a partial sendmsg / recvmsg_into)."""
+    while n:
+        first = views[0]
+        if n >= first.nbytes:
+            n -= first.nbytes
+            views.pop(0)
+        else:
+            views[0] = first[n:]
+            n = 0
+
+
 _SOCKETS = hasattr(socket.socket, "sendmsg") and hasattr(socket.socket, "recvmsg_into")
 
 
@@ -434,15 +448,7 @@ class _Channel:
         parts = [p for p in parts if p.nbytes]
         total = sum(p.nbytes for p in parts)
         while parts:
-            n = self.sock.sendmsg(parts[:_IOV_MAX])
-            while n:
-                first = parts[0]
-                if n >= first.nbytes:
-                    n -= first.nbytes
-                    parts.pop(0)
-                else:
-                    parts[0] = first[n:]
-                    n = 0
+            _consume(parts, self.sock.sendmsg(parts[:_IOV_MAX]))
         return total
 
     def shutdown_message(self):
@@ -477,14 +483,7 @@ class _Channel:
             n = self.sock.recvmsg_into(views[:_IOV_MAX])[0]
             if n == 0:
                 raise EOFError("connection closed")
-            while n:
-                first = views[0]
-                if n >= first.nbytes:
-                    n -= first.nbytes
-                    views.pop(0)
-                else:
-                    views[0] = first[n:]
-                    n = 0
+            _consume(views, n)
 
     @staticmethod
     def loads(frame):
