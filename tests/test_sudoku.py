@@ -46,8 +46,9 @@ def test_invalid_board_detected():
     assert not sd.is_valid_solution(bad, 2)
 
 
+@pytest.mark.parametrize("mode", ["loop", "block"])
 @pytest.mark.parametrize("seed", [0, 3])      # seed 3: inconsistent constraints (closest feasible)
-def test_layer_gradient_matches_finite_differences(seed):
+def test_layer_gradient_matches_finite_differences(seed, mode):
     m, n = 4, 7
     pat = Pattern.dense(m, n)
     g = torch.Generator().manual_seed(seed)
@@ -57,7 +58,7 @@ def test_layer_gradient_matches_finite_differences(seed):
     w = [torch.randn(2, d, generator=g, dtype=torch.float64) for d in (n, m, n)]
 
     def f(a, b):
-        outs = qp_layer(p, a, b, pat, eps=0.5)
+        outs = qp_layer(p, a, b, pat, eps=0.5, mode=mode)
         return sum((wi * o).sum() for wi, o in zip(w, outs))
 
     a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
@@ -75,6 +76,26 @@ def test_layer_gradient_matches_finite_differences(seed):
         assert abs(fd - b1.grad[j].item()) < 1e-4 * (1 + abs(fd))
 
 
+def test_block_layer_equals_loop():
+    """The block-diagonal batch solve gives the per-puzzle solutions, shifts and gradients."""
+    m, n, B = 5, 9, 4
+    pat = Pattern.random_sparse(m, n, 2, np.random.default_rng(0))
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(B, n, generator=g, dtype=torch.float64)
+    a = torch.rand(pat.nnz, generator=g, dtype=torch.float64)
+    b = torch.rand(B, m, generator=g, dtype=torch.float64) + 0.5
+    w = [torch.randn(B, d, generator=g, dtype=torch.float64) for d in (n, m, n)]
+    res = {}
+    for mode in ("loop", "block"):
+        a1, b1, p1 = (t.clone().requires_grad_() for t in (a, b, p))
+        outs = qp_layer(p1, a1, b1, pat, eps=0.3, settings=dict(eps_abs=1e-10), mode=mode)
+        sum((wi * o).sum() for wi, o in zip(w, outs)).backward()
+        res[mode] = [o.detach() for o in outs] + [a1.grad, b1.grad, p1.grad]
+    assert res["loop"][1].abs().max() > 1e-3          # some elements are inconsistent
+    for u, v in zip(res["loop"], res["block"]):
+        np.testing.assert_allclose(v.numpy(), u.numpy(), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("model", ["feasible", "learned", "mlp"])
 def test_smoke_two_epochs(model, tmp_path):
     res = main(["--size", "2", "--n-train", "8", "--n-test", "4", "--epochs", "2", "--batch-size", "4",
@@ -89,7 +110,7 @@ def test_smoke_two_epochs(model, tmp_path):
 
 
 def test_learned_violation_decreases():
-    args = parse_args(["--size", "2", "--n-train", "8", "--n-test", "4", "--epochs", "4",
+    args = parse_args(["--size", "2", "--n-train", "8", "--n-test", "4", "--epochs", "4", "--init", "normal",
                        "--batch-size", "8", "--lr", "0.05", "--penalty", "10", "--eps-abs", "1e-6",
                        "--no-progress", "--no-figures", "--seed", "0"])
     train, test = sd.make_dataset(2, args.n_train, args.n_test, seed=0)

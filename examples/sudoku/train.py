@@ -47,14 +47,25 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (4x4, 40/20 puzzles, 2 epochs)")
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--lr", type=float, default=None, help="Adam step (default 1e-2 QP layers, 1e-2 MLP)")
-    ap.add_argument("--penalty", type=float, default=1.0, help="weight of |s|^2 in the learned-A loss")
+    ap.add_argument("--lr-model", action="append", default=[], metavar="NAME=LR",
+                    help="per-model Adam step, e.g. --lr-model mlp=0.001 (overrides --lr)")
+    ap.add_argument("--penalty", type=float, default=1.0, help="weight of the shift penalty in the learned-A loss")
+    ap.add_argument("--penalty-type", default="norm", choices=("norm", "sq"),
+                    help="norm: penalty*(|s_eq| + |s_in|) (exact penalty, drives s to 0); sq: penalty*(|s_eq|^2 + |s_in|^2)")
     ap.add_argument("--eps", type=float, default=0.1, help="the eps of 1/2 eps|x|^2 in the layer")
     ap.add_argument("--m", type=int, default=None, help="rows of A (default: rank of the Sudoku matrix)")
     ap.add_argument("--per-col", type=int, default=None,
                     help="nonzeros per column of a sparse random A pattern (default: dense for 4x4, 4 for 9x9)")
     ap.add_argument("--fixed-b", action="store_true", help="learned-A model: keep b = 1 (paper) instead of learning b")
+    ap.add_argument("--b-init", default="ones", choices=("ones", "center"),
+                    help="learned-A model: initial b = 1 (paper) or A0 x for the uniform board x = 1/N")
+    ap.add_argument("--init", default="uniform", choices=("uniform", "normal"),
+                    help="init of A: U[0, c] scaled so A x = 1 at x = 1/N (OptNet-like), or N(0, 1/row nnz)")
     ap.add_argument("--eps-abs", type=float, default=1e-8, help="solver tolerance")
     ap.add_argument("--n-jobs", type=int, default=1, help=">1: solve the batch on a sparseqp process pool")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="per model: stop after the epoch during which this many minutes of process CPU time "
+                         "(training + evaluation) have been used (CPU, not wall: a paused process is not cut short)")
     ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-figures", action="store_true")
@@ -67,10 +78,15 @@ def parse_args(argv=None):
     return args
 
 
-def loss_fn(out, y, penalty):
+def loss_fn(out, y, penalty, kind="norm"):
     loss = ((out["x"] - y) ** 2).sum(1).mean()
     if out["s_eq"] is not None and penalty:
-        loss = loss + penalty * (out["s_eq"] ** 2).sum(1).mean() + penalty * (out["s_in"] ** 2).sum(1).mean()
+        if kind == "sq":
+            pen = (out["s_eq"] ** 2).sum(1) + (out["s_in"] ** 2).sum(1)
+        else:   # vector_norm has gradient 0 at s = 0 (a feasible solve)
+            pen = (torch.linalg.vector_norm(out["s_eq"], dim=1)
+                   + torch.linalg.vector_norm(out["s_in"], dim=1))
+        loss = loss + penalty * pen.mean()
     return loss
 
 
@@ -104,17 +120,25 @@ def evaluate(model, data, batch_size, k):
 def train_model(name, train, test, args, progress=True, log=print):
     k = args.size
     kw = dict(m=args.m, eps=args.eps, per_col=args.per_col, seed=args.seed, n_jobs=args.n_jobs,
+              init=args.init,
               settings=dict(eps_abs=args.eps_abs, infeasible="closest"))
     if name == "learned":
         kw["learn_b"] = not args.fixed_b
+        kw["b_init"] = args.b_init
     model = make_model(name, k, **kw)
     lr = args.lr if args.lr is not None else 1e-2
+    for item in args.lr_model:
+        key, _, val = item.partition("=")
+        if key == name:
+            lr = float(val)
+    hist_lr = lr
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     X, Y = torch.as_tensor(train.X), torch.as_tensor(train.Y)
     rng = np.random.default_rng(args.seed)
     hist = {"epoch": [], "train_loss": [], "train_violation": [], "epoch_time": [], "eval_time": [],
             "test_error": [], "test_cell_error": [], "test_violation_mean": [], "test_violation_max": [],
-            "train_error": []}
+            "train_error": [], "epoch_cpu_time": []}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     ev = evaluate(model, test, args.batch_size, k)
     hist["init"] = ev
@@ -123,14 +147,14 @@ def train_model(name, train, test, args, progress=True, log=print):
     for epoch in range(1, args.epochs + 1):
         model.train()
         perm = rng.permutation(len(train))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses, viols = [], []
         bar = tqdm(range(0, len(train), args.batch_size), desc=f"{name} ep {epoch}", leave=False,
                    disable=not progress)
         for i in bar:
             idx = perm[i:i + args.batch_size]
             out = model(X[idx])
-            loss = loss_fn(out, Y[idx], args.penalty if name == "learned" else 0.0)
+            loss = loss_fn(out, Y[idx], args.penalty if name == "learned" else 0.0, args.penalty_type)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -141,6 +165,7 @@ def train_model(name, train, test, args, progress=True, log=print):
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss.item():.3g}")
         epoch_time = time.perf_counter() - t0
+        hist["epoch_cpu_time"].append(time.process_time() - c0)
         hist["epoch"].append(epoch)
         hist["train_loss"].append(float(np.mean(losses)))
         hist["train_violation"].append(float(np.mean(viols)) if viols else None)
@@ -156,13 +181,22 @@ def train_model(name, train, test, args, progress=True, log=print):
             log(f"[{name}] epoch {epoch}: loss={hist['train_loss'][-1]:.4g} test error={ev['error']:.3f} "
                 f"cell error={ev['cell_error']:.3f} violation mean/max="
                 f"{ev.get('violation_mean', float('nan')):.2e}/{ev.get('violation_max', float('nan')):.2e} "
-                f"epoch {epoch_time:.1f}s")
+                f"epoch {epoch_time:.1f}s (cpu {hist['epoch_cpu_time'][-1]:.1f}s)")
         else:
             for key in ("eval_time", "test_error", "test_cell_error", "test_violation_mean", "test_violation_max"):
                 hist[key].append(None)
+        if args.max_minutes is not None and time.process_time() - cpu0 > 60 * args.max_minutes:
+            if epoch < args.epochs and hist["test_error"][-1] is None:
+                ev = evaluate(model, test, args.batch_size, k)
+                hist["test_error"][-1], hist["test_cell_error"][-1] = ev["error"], ev["cell_error"]
+                hist["test_violation_mean"][-1] = ev.get("violation_mean")
+                hist["test_violation_max"][-1] = ev.get("violation_max")
+            log(f"[{name}] time budget of {args.max_minutes} min reached after epoch {epoch}")
+            break
     ev = evaluate(model, train, args.batch_size, k) if len(train) <= 2000 else {}
     hist["final_train"] = ev
     hist["n_params"] = n_params(model)
+    hist["lr"] = hist_lr
     return model, hist
 
 
@@ -174,19 +208,24 @@ def make_figures(results, out):
     for name, h in results["models"].items():
         ep = [e for e, v in zip(h["epoch"], h["test_error"]) if v is not None]
         axes[0].plot([0] + ep, [h["init"]["error"]] + [v for v in h["test_error"] if v is not None],
-                     marker="o", label=name)
+                     marker="o", label=f"{name} (boards)")
+        axes[0].plot([0] + ep, [h["init"]["cell_error"]] + [v for v in h["test_cell_error"] if v is not None],
+                     ls=":", color=axes[0].lines[-1].get_color(), label=f"{name} (cells)")
         if h["init"].get("violation_mean") is not None:
             vm = [v for v in h["test_violation_mean"] if v is not None]
             axes[1].semilogy([0] + ep, np.maximum([h["init"]["violation_mean"]] + vm, 1e-16),
                              marker="o", label=f"{name} (mean)")
             vx = [v for v in h["test_violation_max"] if v is not None]
             axes[1].semilogy([0] + ep, np.maximum([h["init"]["violation_max"]] + vx, 1e-16),
-                             ls="--", label=f"{name} (max)")
-        axes[2].plot(h["epoch"], h["epoch_time"], marker="o", label=name)
-    axes[0].set(xlabel="epoch", ylabel="test error (boards with a wrong cell)", ylim=(-0.02, 1.02))
-    axes[1].set(xlabel="epoch", ylabel="test violation |s|")
+                             ls="--", color=axes[1].lines[-1].get_color(), label=f"{name} (max)")
+        color = axes[0].lines[-1].get_color()
+        if h.get("epoch_cpu_time"):
+            axes[2].plot(h["epoch"], h["epoch_cpu_time"], marker="o", color=color, label=f"{name} (CPU)")
+        axes[2].plot(h["epoch"], h["epoch_time"], ls="--", alpha=0.6, color=color, label=f"{name} (wall)")
+    axes[0].set(xlabel="epoch", ylabel="test error: boards with a wrong cell / cells", ylim=(-0.02, 1.02))
+    axes[1].set(xlabel="epoch", ylabel="test violation |s| (0 drawn at 1e-16)")
     axes[1].axhline(1e-6, color="gray", lw=0.8, ls=":")
-    axes[2].set(xlabel="epoch", ylabel="training time per epoch [s]")
+    axes[2].set(xlabel="epoch", ylabel="training time per epoch [s]", yscale="log")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
