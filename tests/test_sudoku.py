@@ -119,3 +119,22 @@ def test_learned_violation_decreases():
     v = h["test_violation_mean"]
     assert v0 > 0.1
     assert v[-1] < 0.5 * v0, (v0, v)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_sudoku_pattern(k):
+    """--pattern sudoku: 4 nonzeros per column, all 4 N^2 rows, and the true constraint matrix
+    lies on it (its values on the pattern reproduce it exactly)."""
+    from examples.sudoku.models import make_model
+
+    pat = Pattern.sudoku(k)
+    S = sd.sudoku_constraints(k)
+    assert pat.shape == S.shape == (4 * k ** 4, k ** 6)
+    np.testing.assert_array_equal(np.diff(pat.indptr), 4)
+    vals = pat.values_of(S)
+    np.testing.assert_array_equal(pat.matrix(vals).toarray(), S)
+    assert np.all(vals == 1.0)
+    for name in ("feasible", "learned"):
+        model = make_model(name, k, pattern="sudoku")
+        assert model.pattern.shape == S.shape and model.pattern.nnz == 4 * k ** 6
+        assert bool((model.a > 0).all())            # random positive init on the pattern

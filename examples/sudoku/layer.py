@@ -58,6 +58,15 @@ class Pattern:
             mask[i, rng.integers(n)] = True
         return cls(m, n, mask)
 
+    @classmethod
+    def sudoku(cls, k):
+        """The sparsity pattern of the true Sudoku constraint matrix (4 N^2 x N^3, N = k^2: cell,
+        row-digit, column-digit and box-digit rows; 4 nonzeros per column). Only the pattern is
+        taken from the rules, the values are learned."""
+        from .data import sudoku_constraints
+        S = sudoku_constraints(k)
+        return cls(S.shape[0], S.shape[1], S != 0)
+
     def matrix(self, values: np.ndarray) -> sp.csc_matrix:
         return sp.csc_matrix((np.array(values, dtype=np.float64, copy=True), self.indices.copy(),
                               self.indptr.copy()), shape=self.shape)

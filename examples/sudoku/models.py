@@ -33,8 +33,23 @@ def default_m(k: int) -> int:
     return {2: 40, 3: 249}[k]
 
 
-def make_pattern(k: int, m: int, seed: int, per_col: int | None) -> Pattern:
+def pattern_rows(k: int, pattern: str = "random", m: int | None = None) -> int:
+    """Rows of A: the Sudoku pattern has all 4 N^2 rows of the true constraint matrix (64 for 4x4,
+    324 for 9x9; redundant rows are allowed), a random or dense A ``m`` (default: the rank)."""
+    if pattern == "sudoku":
+        rows = 4 * k ** 4
+        if m is not None and m != rows:
+            raise ValueError(f"pattern 'sudoku' has {rows} rows, got m={m}")
+        return rows
+    return m or default_m(k)
+
+
+def make_pattern(k: int, m: int, seed: int, per_col: int | None, pattern: str = "random") -> Pattern:
     n = k ** 6
+    if pattern == "sudoku":
+        return Pattern.sudoku(k)
+    if pattern != "random":
+        raise ValueError(f"unknown pattern {pattern!r}")
     if per_col is None:
         return Pattern.dense(m, n)
     return Pattern.random_sparse(m, n, per_col, np.random.default_rng(seed))
@@ -44,17 +59,17 @@ class _QPBase(nn.Module):
     mode = "loop"
 
     def __init__(self, k, m=None, eps=0.1, per_col=None, seed=0, n_jobs=1, settings=None,
-                 init="uniform", mode=None):
+                 init="uniform", mode=None, pattern="random"):
         super().__init__()
         self.k, self.n = k, k ** 6
-        self.m = m or default_m(k)
+        self.m = pattern_rows(k, pattern, m)
         self.eps, self.n_jobs = eps, n_jobs
         if mode is not None:
             self.mode = mode
         # pcg_max_iter=0 (refactorize at every active-set change) halves the solve time of these
         # small, degenerate problems (measured: 25 vs 49 ms per 4x4 closest-feasible solve)
         self.settings = dict(pcg_max_iter=0) | dict(settings or {})
-        self.pattern = make_pattern(k, self.m, seed, per_col)
+        self.pattern = make_pattern(k, self.m, seed, per_col, pattern)
         g = torch.Generator().manual_seed(seed)
         per_row = max(1.0, self.pattern.nnz / self.m)
         if init == "uniform":
@@ -97,8 +112,9 @@ class FeasibleQP(_QPBase):
 
 class LearnedQP(_QPBase):
     name = "learned"
-    # one solve per puzzle: sparseqp's closest-feasible solve of the block-diagonal batch is
-    # slow and fails (NUMERICAL_ERROR) for >= 12 inconsistent 4x4 blocks, see README
+    # one solve per puzzle by default (--learned-mode block: one block-diagonal solve per batch).
+    # Older sparseqp was slow or failed on block-diagonal batches of inconsistent blocks; with the
+    # current one the block solve works but was not faster on 9x9 (0.45 vs 0.41 s per batch of 10)
     mode = "loop"
 
     def __init__(self, k, learn_b=True, b_init="ones", **kw):

@@ -10,7 +10,8 @@ def table(path):
     res = json.load(open(path))
     c = res["config"]
     lines = [f"{c['size'] ** 2}x{c['size'] ** 2}, {c['n_train']} train / {c['n_test']} test puzzles, "
-             f"batch {c['batch_size']}, eps {c['eps']}, init {c.get('init', 'normal')}, "
+             f"batch {c['batch_size']}, eps {c['eps']}, A pattern {c.get('pattern', 'random')}, "
+             f"init {c.get('init', 'normal')}, "
              f"learned b init {c.get('b_init', 'ones')}, penalty {c['penalty']} "
              f"({c.get('penalty_type', 'sq')})",
              "",

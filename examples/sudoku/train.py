@@ -56,6 +56,13 @@ def parse_args(argv=None):
     ap.add_argument("--m", type=int, default=None, help="rows of A (default: rank of the Sudoku matrix)")
     ap.add_argument("--per-col", type=int, default=None,
                     help="nonzeros per column of a sparse random A pattern (default: dense for 4x4, 4 for 9x9)")
+    ap.add_argument("--pattern", default="random", choices=("random", "sudoku"),
+                    help="sparsity pattern of A: random (--per-col nonzeros per column; dense if --per-col "
+                         "is not given for 4x4) or sudoku (the pattern of the true Sudoku constraint matrix, "
+                         "4 N^2 rows, 4 nonzeros per column; values learned)")
+    ap.add_argument("--learned-mode", default="loop", choices=("loop", "block"),
+                    help="learned-A model: one closest-feasible solve per puzzle (loop) or one "
+                         "block-diagonal solve per batch (block)")
     ap.add_argument("--fixed-b", action="store_true", help="learned-A model: keep b = 1 (paper) instead of learning b")
     ap.add_argument("--b-init", default="ones", choices=("ones", "center"),
                     help="learned-A model: initial b = 1 (paper) or A0 x for the uniform board x = 1/N")
@@ -120,11 +127,12 @@ def evaluate(model, data, batch_size, k):
 def train_model(name, train, test, args, progress=True, log=print):
     k = args.size
     kw = dict(m=args.m, eps=args.eps, per_col=args.per_col, seed=args.seed, n_jobs=args.n_jobs,
-              init=args.init,
+              init=args.init, pattern=args.pattern,
               settings=dict(eps_abs=args.eps_abs, infeasible="closest"))
     if name == "learned":
         kw["learn_b"] = not args.fixed_b
         kw["b_init"] = args.b_init
+        kw["mode"] = args.learned_mode
     model = make_model(name, k, **kw)
     lr = args.lr if args.lr is not None else 1e-2
     for item in args.lr_model:
@@ -231,7 +239,8 @@ def make_figures(results, out):
         ax.grid(alpha=0.3)
     size = results["config"]["size"] ** 2
     fig.suptitle(f"Sudoku {size}x{size}: n_train={results['config']['n_train']}, "
-                 f"n_test={results['config']['n_test']}")
+                 f"n_test={results['config']['n_test']}"
+                 + (", A on the Sudoku pattern" if results["config"].get("pattern") == "sudoku" else ""))
     fig.tight_layout()
     path = os.path.join(out, "sudoku.png")
     fig.savefig(path, dpi=110)
