@@ -27,6 +27,19 @@ __all__ = ["Pattern", "QPLayerFn", "qp_layer", "pattern_matvec"]
 _OK = (sparseqp.Status.SOLVED, sparseqp.Status.SOLVED_CLOSEST_FEASIBLE)
 
 
+
+def _values_on(M, indptr, indices, rows, cols) -> np.ndarray:
+    """The entries of sparse M at (rows, cols), the CSC pattern (indptr, indices); read
+    directly when M has exactly that pattern."""
+    M = sp.csc_matrix(M)
+    M.sum_duplicates()
+    M.sort_indices()
+    if (M.indptr.shape == indptr.shape and np.array_equal(M.indptr, indptr)
+            and np.array_equal(M.indices, indices)):
+        return np.asarray(M.data, dtype=np.float64)
+    return np.asarray(M[rows, cols]).ravel().astype(np.float64)
+
+
 class Pattern:
     """A fixed CSC sparsity pattern of an (m, n) matrix; values are ordered as in CSC."""
 
@@ -83,25 +96,12 @@ class Pattern:
     def block_values_of(self, M, B: int) -> np.ndarray:
         """The entries of a (B m, B n) matrix on the block-diagonal pattern, shape (B * nnz,)."""
         ref = self.block_matrix(np.ones(self.nnz), B)
-        M = sp.csc_matrix(M)
-        M.sum_duplicates()
-        M.sort_indices()
-        if (M.indptr.shape == ref.indptr.shape and np.array_equal(M.indptr, ref.indptr)
-                and np.array_equal(M.indices, ref.indices)):
-            return np.asarray(M.data, dtype=np.float64)
-        rows = ref.indices
         cols = np.repeat(np.arange(ref.shape[1]), np.diff(ref.indptr))
-        return np.asarray(M[rows, cols]).ravel().astype(np.float64)
+        return _values_on(M, ref.indptr, ref.indices, ref.indices, cols)
 
     def values_of(self, M) -> np.ndarray:
         """The entries of sparse M on this pattern (entries off the pattern are dropped)."""
-        M = sp.csc_matrix(M)
-        M.sum_duplicates()
-        M.sort_indices()
-        if (M.indptr.shape == self.indptr.shape and np.array_equal(M.indptr, self.indptr)
-                and np.array_equal(M.indices, self.indices)):
-            return np.asarray(M.data, dtype=np.float64)
-        return np.asarray(M[self.rows, self.cols]).ravel().astype(np.float64)
+        return _values_on(M, self.indptr, self.indices, self.rows, self.cols)
 
     def to_dense(self, values: torch.Tensor) -> torch.Tensor:
         out = values.new_zeros(self.shape)
