@@ -40,8 +40,28 @@ _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to 
 # One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec
 # (five sparse products through scipy); measured 2-2.5 on the benchmark classes at n=1k-5k.
 _PCG_ITER_COST = 3.0
-_GAP_STALL_ITERS = 25
-_SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress  # residuals met, duality gap not improving: accept with a message
+_GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
+_SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
+
+
+class _Stall:
+    """The best value of a measure and when it was reached: ``stalled`` once ``patience``
+    iterations have not improved on it by the factor ``gain``."""
+
+    __slots__ = ("gain", "patience", "best", "best_it")
+
+    def __init__(self, patience, gain=0.9):
+        self.gain, self.patience = gain, patience
+        self.reset(0)
+
+    def reset(self, it):
+        self.best, self.best_it = math.inf, it
+
+    def stalled(self, value, it):
+        if value < self.gain * self.best:
+            self.best, self.best_it = value, it
+            return False
+        return it - self.best_it >= self.patience
 
 
 class _NonConvex(Exception):
@@ -58,6 +78,11 @@ class IterationState:
         self.mu_eq, self.mu_in = mu_eq, mu_in
         self.active = active
         self.closest = closest
+
+
+def _gap_message(gap, tol):
+    return (f"residuals met; the duality gap {gap:.2e} stopped decreasing above its "
+            f"tolerance {tol:.2e}")
 
 
 class ProxALM:
@@ -141,11 +166,8 @@ class ProxALM:
         if sc.m:
             terms.append(float(sc.b @ y))
         if sc.p:
-            up = np.where(z > 0, sc.u, 0.0)
-            lo = np.where(z < 0, sc.l, 0.0)
-            with np.errstate(invalid="ignore"):
-                terms.append(float(np.sum(np.where(z > 0, up * z, 0.0))
-                                   + np.sum(np.where(z < 0, lo * z, 0.0))))
+            # z_i > 0 only at a finite u_i, z_i < 0 only at a finite l_i
+            terms.append(float(np.where(z > 0, sc.u, 0.0) @ z + np.where(z < 0, sc.l, 0.0) @ z))
         gap = abs(sum(terms)) / sc.c
         return gap, max(abs(t) for t in terms) / sc.c
 
@@ -444,10 +466,10 @@ class ProxALM:
         xe, ye, ze = x.copy(), y.copy(), z.copy()
         eps_in = 1e-1
         rp_prev = math.inf
-        best_merit, best_it = math.inf, 0
-        rd_best, rd_best_it = math.inf, 0
-        gap_best, gap_best_it = math.inf, 0
-        rp_best, rp_best_it = math.inf, 0
+        merit_stall = _Stall(_STALL_ITERS, gain=0.99)
+        dual_stall = _Stall(_DUAL_STALL_ITERS)
+        gap_stall = _Stall(_GAP_STALL_ITERS)
+        primal_stall = _Stall(self.primal_stall_exit)
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
@@ -469,17 +491,14 @@ class ProxALM:
                     status = Status.SOLVED
                     break
                 gap, gscale = self._duality_gap(x, y, z)
-                # rounding floor of the sum of its terms
-                if gap <= eps_abs + eps_rel * gscale or gap <= 1e-13 * gscale:
+                tol_g = eps_abs + eps_rel * gscale
+                # or the rounding floor of the sum of its terms
+                if gap <= tol_g or gap <= 1e-13 * gscale:
                     status = Status.SOLVED
                     break
-                if gap < 0.9 * gap_best:
-                    gap_best, gap_best_it = gap, it
-                elif it - gap_best_it >= _GAP_STALL_ITERS:
+                if gap_stall.stalled(gap, it):
                     status = Status.SOLVED
-                    info["message"] = (f"residuals met; the duality gap {gap:.2e} stopped "
-                                       f"decreasing above its tolerance "
-                                       f"{eps_abs + eps_rel * gscale:.2e}")
+                    info["message"] = _gap_message(gap, tol_g)
                     break
             if closest and self.allow_closest:
                 rs = self._shift_residual(Ax, Cx)
@@ -493,28 +512,21 @@ class ProxALM:
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
-            if self.primal_stall_exit and rp > tol_p:
-                if rp < 0.9 * rp_best:
-                    rp_best, rp_best_it = rp, it
-                elif it - rp_best_it >= self.primal_stall_exit:
-                    break                   # MAX_ITER_REACHED: the caller shifts again
+            if self.primal_stall_exit and rp > tol_p and primal_stall.stalled(rp, it):
+                break                       # MAX_ITER_REACHED: the caller shifts again
             # no progress at all for many iterations: the tolerance is below what rounding
             # allows on this problem; say so instead of spinning until max_iter
             merit = max(rp / tol_p, rd / tol_d) if not closest else rd / tol_d
-            if merit < 0.99 * best_merit:
-                best_merit, best_it = merit, it
-            elif it - best_it >= _STALL_ITERS and resid_ok:
-                status = Status.SOLVED      # only the duality gap was still short
-                info["message"] = (f"residuals met; the duality gap {gap:.2e} stopped "
-                                   f"decreasing above its tolerance "
-                                   f"{eps_abs + eps_rel * gscale:.2e}")
-                break
-            elif it - best_it >= _STALL_ITERS:
-                status = Status.NUMERICAL_ERROR
-                info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal residual "
-                                   f"{rp:.2e}, dual residual {rd:.2e} (when these are close to "
-                                   "the tolerance, it is below the rounding floor of this "
-                                   "problem: try eps_rel)")
+            if merit_stall.stalled(merit, it):
+                if resid_ok:
+                    status = Status.SOLVED  # only the duality gap was still short
+                    info["message"] = _gap_message(gap, tol_g)
+                else:
+                    status = Status.NUMERICAL_ERROR
+                    info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal "
+                                       f"residual {rp:.2e}, dual residual {rd:.2e} (when these "
+                                       "are close to the tolerance, it is below the rounding "
+                                       "floor of this problem: try eps_rel)")
                 break
             dy, dz, dx = y - ye, z - ze, x - xe
             if not closest:
@@ -541,13 +553,11 @@ class ProxALM:
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
                 mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
             if not closest and rp <= tol_p and rd > tol_d:
-                if rd < 0.9 * rd_best:
-                    rd_best, rd_best_it = rd, it
-                elif it - rd_best_it >= _DUAL_STALL_ITERS:
+                if dual_stall.stalled(rd, it):
                     mu_eq, mu_in = self._grow_penalties(mu_eq, mu_in)
-                    rd_best, rd_best_it = math.inf, it
+                    dual_stall.reset(it)
             else:
-                rd_best, rd_best_it = math.inf, it
+                dual_stall.reset(it)
             rp_prev = rp
             # in closest mode the primal residual stays at the shift: drive the dual one
             eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
