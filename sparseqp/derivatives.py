@@ -237,7 +237,6 @@ class Linearization:
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
         return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
 
-
     def drop_shift_component(self, wy, wz):
         """Remove the component along the shift s (which lies in null(M')) from a multiplier
         block that belongs to range(M): the 1/eps conditioning of K_eps puts the rounding
@@ -446,7 +445,6 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
             qx -= dC.T @ lin.s_in
         if np.any(qx):
             _, eta_y, eta_z, info = lin.solve_unscaled(qx, np.zeros(m), np.zeros(q))
-            eta_y, eta_z = lin.drop_shift_component(eta_y, eta_z)
             r_y = r_y + eta_y
             r_z = r_z + eta_z
     if lin.closest:
