@@ -272,8 +272,8 @@ class WorkerState:
 
     @staticmethod
     def hello():
-        """The first message of a worker (pickled): its process id."""
-        return pickle.dumps(("hello", os.getpid()), protocol=5)
+        """The first message of a worker: its process id."""
+        return ("hello", os.getpid())
 
     def handle(self, msg):
         """Run one request (a dict, see the module docstring); return the reply dict."""
@@ -286,10 +286,6 @@ class WorkerState:
             self.blobs.pop(key, None)
         return {"results": results, "busy": time.perf_counter() - t0,
                 "compute": self.compute - c0}
-
-    def handle_bytes(self, payload):
-        """Run one pickled request; return the pickled reply (all in-band: Ray's transport)."""
-        return _dumps_reply(self.handle(pickle.loads(payload)))
 
     # -----------------------------------------------------------------------------------------
     def _run(self, op):
@@ -527,7 +523,7 @@ def _worker_main(conn, cache_size):
     chan = _Channel(conn)
     inbox = queue.SimpleQueue()
     try:
-        chan.send(("hello", os.getpid()))
+        chan.send(state.hello())
         threading.Thread(target=_read_requests, args=(chan, inbox), daemon=True).start()
         while True:
             frame = inbox.get()

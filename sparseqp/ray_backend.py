@@ -52,7 +52,7 @@ class RayWorker:
         self.state = WorkerState(cache_size)
 
     def hello(self):
-        return WorkerState.hello(), []
+        return pickle.dumps(WorkerState.hello(), protocol=5), []
 
     def handle(self, payload):
         buffers = []
