@@ -62,6 +62,9 @@ import scipy.sparse as sp
 import sparseqp
 from sparseqp.problems import mpc_qp, portfolio_qp, random_qp
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (benchmarks/ is not a package)
+
 VEC = ("g", "b", "l", "u")
 MAT = ("H", "A", "C")
 PARAMS = ("g", "b", "l", "u", "H", "A", "C")
@@ -152,10 +155,7 @@ def run_sparseqp(p, v, eps):
 def run_osqp(p, v, eps):
     import osqp
 
-    P = sp.triu(p.H, format="csc")
-    Af = sp.vstack([p.A, p.C], format="csc")
-    lo = np.concatenate([p.b, p.l])
-    hi = np.concatenate([p.b, p.u])
+    P, Af, lo, hi = peers.osqp_data(p)
     t0 = time.perf_counter()
     s = osqp.OSQP()
     s.setup(P, p.g, Af, lo, hi, eps_abs=eps, eps_rel=0.0, max_iter=1_000_000, polishing=True,

@@ -64,14 +64,17 @@ def _import(module: str):
 # 1e30, and would hide dual infeasibility). Settings: defaults except tolerances, verbose, and
 # max_iter (lifted: the time limit ends the run).
 # --------------------------------------------------------------------------------------------
+def osqp_data(p):
+    """(P upper triangle, [A; C], lower, upper) of a sparseqp Problem in OSQP's form."""
+    return (sp.triu(p.H, format="csc"), sp.vstack([p.A, p.C], format="csc"),
+            np.concatenate([p.b, p.l]), np.concatenate([p.b, p.u]))
+
+
 def _solve_osqp(p, eps_abs, eps_rel, time_limit):
     osqp = _import("osqp")
     if osqp is None:
         return _failed("not installed")
-    P = sp.triu(p.H, format="csc")
-    M = sp.vstack([p.A, p.C], format="csc")
-    lo = np.concatenate([p.b, p.l])
-    hi = np.concatenate([p.b, p.u])
+    P, M, lo, hi = osqp_data(p)
     settings = dict(eps_abs=eps_abs, eps_rel=eps_rel, max_iter=10**9, verbose=False)
     if time_limit:
         settings["time_limit"] = float(time_limit)
