@@ -1,5 +1,4 @@
 """Tests of the PyTorch layer :mod:`sparseqp.torch` (QPFunction, QPLayer)."""
-import warnings
 
 import numpy as np
 import pytest
