@@ -3,15 +3,19 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-extensions = [
-    Extension(
-        "sparseqp._kernels",
-        ["_ext/_kernels.pyx"],
+
+def _extension(name):
+    """sparseqp.<name> from _ext/<name>.pyx."""
+    return Extension(
+        f"sparseqp.{name}",
+        [f"_ext/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
-    ),
-]
+    )
+
+
+extensions = [_extension("_kernels"), _extension("_krylov")]
 
 setup(
     ext_modules=cythonize(

@@ -30,7 +30,8 @@ K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents 
 M dx + dM x - dd on the shifted rows. Small eps = ``bw_closest_eps`` (relative to the scaling).
 
 Linear algebra: everything runs on the Ruiz-scaled problem against the factorization the forward
-pass left behind (a regularized K0), with iterative refinement against the target matrix. No new
+pass left behind (a regularized K0), refined against the target matrix by GMRES preconditioned
+with that factorization (:mod:`sparseqp.refine`). No new
 symbolic analysis ever; a numeric refactorization (regularization ``bw_reg``) only when the
 stored factorization is for another active set or values, or when refinement stalls. Singular K0
 (dependent active rows, singular H, weakly active constraints): the refinement converges to the
@@ -46,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
+from .refine import gmres_refine
 from .status import Status
 
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
@@ -102,8 +104,13 @@ class Tangents:
 
 
 def _csc_parts(M):
-    return (np.ascontiguousarray(M.indptr, dtype=np.int64),
-            np.ascontiguousarray(M.indices, dtype=np.int64))
+    """(indptr, indices) for the Cython kernels: as stored when both are int32 or both int64
+    (scipy's usual case), int64 copies otherwise."""
+    ip, ix = M.indptr, M.indices
+    if ip.dtype == ix.dtype and ip.dtype in (np.int32, np.int64):
+        return np.ascontiguousarray(ip), np.ascontiguousarray(ix)
+    return (np.ascontiguousarray(ip, dtype=np.int64),
+            np.ascontiguousarray(ix, dtype=np.int64))
 
 
 class Linearization:
@@ -152,10 +159,9 @@ class Linearization:
     # ---------------------------------------------------------------------------------------
     # the target matrix and the refined solve
     # ---------------------------------------------------------------------------------------
-    def _matvec(self, u):
-        """target(K) u from the factorized KKT matrix's stored upper triangle (one pass over
-        its entries) with the diagonal corrected: no rho on H, -delta (instead of the
-        factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in."""
+    def _correction(self):
+        """Diagonal of target(K) minus the factorized matrix: no rho on H, -delta (instead of
+        the factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in."""
         kkt = self.kkt
         if self._corr_of != kkt.fact_id:
             sc, n, m = self.sc, self.sc.n, self.sc.m
@@ -166,8 +172,13 @@ class Linearization:
             if sc.p:
                 corr[n + m:] = np.where(self.active != 0, kkt.mu_in - self.delta_in, 0.0)
             self._corr, self._corr_of = corr, kkt.fact_id
-        out = self._corr * u
-        _kernels.sym_upper_matvec_add(self._K_indptr, self._K_indices, kkt.K.data, u, out)
+        return self._corr
+
+    def _matvec(self, u):
+        """target(K) u: one pass over the factorized matrix's stored upper triangle plus the
+        diagonal correction."""
+        out = self._correction() * u
+        _kernels.sym_upper_matvec_add(self._K_indptr, self._K_indices, self.kkt.K.data, u, out)
         return out
 
     def _prepare_factorization(self):
@@ -196,7 +207,7 @@ class Linearization:
         self._fallback = True
 
     def solve(self, rhs):
-        """Solve target(K) u = rhs (scaled) by refinement on the stored factorization.
+        """Solve target(K) u = rhs (scaled) by GMRES/refinement on the stored factorization.
 
         Returns (u, info).
         """
@@ -212,10 +223,14 @@ class Linearization:
         accept = max(st.bw_tol * 1e3, 1e-8) if not self.closest else max(st.bw_tol * 1e-1, 1e-13)
         n_ref = 0
         while True:
-            u = kkt.solve(rhs)
+            # GMRES on the stored factorization (no products with K), then the true residual,
+            # and plain refinement steps if rounding left it above tol
+            u, n_solves = gmres_refine(kkt.solve, self._correction(), rhs, tol,
+                                       st.bw_max_refine + 1)
+            n_ref += n_solves - 1
             best_u, best_r = u, np.inf
             stalled = 0
-            for _ in range(st.bw_max_refine + 1):
+            for _ in range(max(st.bw_max_refine + 1 - n_solves, 3)):
                 r = rhs - self._matvec(u)
                 rn = _kernels.norm2(r) / norm_rhs
                 if rn < best_r:
@@ -318,7 +333,9 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     else:
         vsi = np.where(shifted, vsi, 0.0)
     # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
-    vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
+    vx_tot = vx
+    if lin.closest:
+        vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
     vz = np.where(lin.active != 0, vz, 0.0)
     wx, wy, wz, info = lin.solve_unscaled(vx_tot, vy, vz)
     wy, wz = lin.drop_shift_component(wy, wz)

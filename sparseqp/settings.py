@@ -65,14 +65,17 @@ class Settings:
         Maximum preconditioned-CG iterations used to take a Newton step with the stale
         factorization after an active-set change (0: always refactorize).
     bw_tol : float
-        Backward (derivative) solve: relative residual targeted by iterative refinement.
+        Backward (derivative) solve: relative residual targeted by the refinement (GMRES
+        preconditioned by the stored factorization, then plain refinement steps if rounding
+        left the true residual above it).
     bw_reg : float
         Backward (derivative) solve: size of the regularization of the KKT matrix (rho_b, mu_b).
     bw_closest_eps : float
         Closest-feasible derivatives: the elastic parameter eps of the problem whose eps -> 0
         limit is the closest feasible QP (relative to the largest row scaling).
     bw_max_refine : int
-        Backward (derivative) solve: maximum iterative refinement steps.
+        Backward (derivative) solve: maximum solves with the factorization beyond the first
+        (GMRES iterations plus refinement steps).
     """
 
     eps_abs: float = 1e-8
