@@ -41,6 +41,7 @@ residual reached is reported in ``info``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,11 @@ from .refine import gmres_refine
 from .status import Status
 
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
+
+
+# a closest-feasible derivative solve whose relative residual ends above this is reported
+# with a warning
+_WARN_RESIDUAL = 1e-6
 
 
 class DerivativeError(ValueError):
@@ -250,6 +256,15 @@ class Linearization:
             self._refactorize()
         if not np.all(np.isfinite(best_u)):
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
+        # (a feasible point whose KKT matrix is singular and the right-hand side outside its
+        # range legitimately stops at a least-squares residual below 1)
+        if best_r > (_WARN_RESIDUAL if self.closest else 1.0):
+            warnings.warn(
+                f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
+                "returned derivatives are unreliable"
+                + (" (closest-feasible problem whose shifted rows have row scalings far apart: "
+                   "the elastic KKT matrix is too ill-conditioned for LDL')"
+                   if self.closest else ""), RuntimeWarning, stacklevel=5)
         return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
 
     def drop_shift_component(self, wy, wz):
