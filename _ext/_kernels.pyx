@@ -4,7 +4,7 @@
 Everything here assumes clean input (validated and converted by sparseqp.problem): contiguous
 float64 vectors and CSC/CSR index arrays. No Python objects inside the loops.
 """
-from libc.math cimport fabs, sqrt, INFINITY
+from libc.math cimport fabs, sqrt, INFINITY, NAN
 from libc.stdlib cimport malloc, free, qsort
 import numpy as np
 
@@ -164,6 +164,59 @@ cdef int _cmp_bp(const void* a, const void* b) noexcept nogil:
     return 0
 
 
+cdef inline void _ls_row(double v, double c, double l, double u, double mu, double* d0,
+                         double* s, Breakpoint* bps, Py_ssize_t* nb) noexcept nogil:
+    """Add row i (v = w_i, c = cd_i) to the slope d0 and curvature s at alpha = 0+, and its
+    breakpoints strictly after 0 to bps[nb:]."""
+    cdef double cc, t
+    if c == 0.0:
+        return
+    cc = c * c / mu
+    if v > u or (v == u and c > 0):
+        d0[0] += c * (v - u) / mu
+        s[0] += cc
+    elif v < l or (v == l and c < 0):
+        d0[0] += c * (v - l) / mu
+        s[0] += cc
+    if u < INFINITY:
+        t = (u - v) / c
+        if t > 0:
+            bps[nb[0]].t = t
+            # crossing u: entering (c < 0) removes slope, leaving (c > 0) adds it
+            bps[nb[0]].dslope = cc if c > 0 else -cc
+            nb[0] += 1
+    if l > -INFINITY:
+        t = (l - v) / c
+        if t > 0:
+            bps[nb[0]].t = t
+            bps[nb[0]].dslope = cc if c < 0 else -cc
+            nb[0] += 1
+
+
+cdef double _ls_search(double d0, double* s, Breakpoint* bps, Py_ssize_t nb) noexcept nogil:
+    """The zero of the piecewise-linear phi' from slope d0 and curvature s at 0+ over the
+    breakpoints bps[:nb] (sorted here): nan when d0 >= 0, inf when phi' stays negative. s
+    returns the curvature at alpha."""
+    cdef Py_ssize_t i
+    cdef double t, v, r, tprev
+    if d0 >= 0:
+        return NAN
+    qsort(bps, nb, sizeof(Breakpoint), _cmp_bp)
+    tprev = 0.0
+    r = d0
+    for i in range(nb):
+        t = bps[i].t
+        v = r + s[0] * (t - tprev)
+        if v >= 0 and s[0] > 0:
+            return tprev - r / s[0]
+        r = v
+        tprev = t
+        s[0] += bps[i].dslope
+    if s[0] > 0:
+        return tprev - r / s[0]
+    return INFINITY
+
+
 def exact_linesearch(double quad, double lin, const double[::1] w, const double[::1] cd,
                      const double[::1] l, const double[::1] u, const double[::1] mu_in):
     """Step alpha >= 0 minimizing phi(x + alpha dx) exactly.
@@ -175,64 +228,15 @@ def exact_linesearch(double quad, double lin, const double[::1] w, const double[
     without bound along dx and nan when phi'(0) >= 0 (not a descent direction).
     """
     cdef Py_ssize_t i, p = w.shape[0], nb = 0
-    cdef double d0 = lin, s = quad, c, v, r, t, tprev, alpha, cc
+    cdef double d0 = lin, s = quad, alpha
     cdef Breakpoint* bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
     if bps == NULL:
         raise MemoryError()
-    try:
-        with nogil:
-            for i in range(p):
-                c = cd[i]
-                if c == 0.0:
-                    continue
-                v = w[i]
-                cc = c * c / mu_in[i]
-                # value and slope contribution at alpha = 0+
-                if v > u[i] or (v == u[i] and c > 0):
-                    d0 += c * (v - u[i]) / mu_in[i]
-                    s += cc
-                elif v < l[i] or (v == l[i] and c < 0):
-                    d0 += c * (v - l[i]) / mu_in[i]
-                    s += cc
-                # breakpoints strictly after 0 where v + alpha c crosses a finite bound
-                if u[i] < INFINITY:
-                    t = (u[i] - v) / c
-                    if t > 0:
-                        bps[nb].t = t
-                        # crossing u: entering (c < 0) removes slope, leaving (c > 0) adds it
-                        bps[nb].dslope = cc if c > 0 else -cc
-                        nb += 1
-                if l[i] > -INFINITY:
-                    t = (l[i] - v) / c
-                    if t > 0:
-                        bps[nb].t = t
-                        bps[nb].dslope = cc if c < 0 else -cc
-                        nb += 1
-            if d0 >= 0:
-                alpha = -1.0
-            else:
-                qsort(bps, nb, sizeof(Breakpoint), _cmp_bp)
-                tprev = 0.0
-                r = d0
-                alpha = -2.0
-                for i in range(nb):
-                    t = bps[i].t
-                    v = r + s * (t - tprev)
-                    if v >= 0 and s > 0:
-                        alpha = tprev - r / s
-                        break
-                    r = v
-                    tprev = t
-                    s += bps[i].dslope
-                if alpha == -2.0:
-                    if s > 0:
-                        alpha = tprev - r / s
-                    else:
-                        alpha = INFINITY
-    finally:
-        free(bps)
-    if alpha == -1.0:
-        return float("nan"), s, d0
+    with nogil:
+        for i in range(p):
+            _ls_row(w[i], cd[i], l[i], u[i], mu_in[i], &d0, &s, bps, &nb)
+        alpha = _ls_search(d0, &s, bps, nb)
+    free(bps)
     return alpha, s, d0
 
 
@@ -389,3 +393,310 @@ def sym_upper_matvec_add(const index_t[::1] indptr, const index_t[::1] indices,
                     out[i] += v * uj
                     acc += v * u[i]
             out[j] += acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse products into caller buffers, and the fused steps of the ProxALM inner loop
+# ---------------------------------------------------------------------------------------------
+# At n in the hundreds to thousands one scipy sparse product costs ~6 us of dispatch for well
+# under 1 us of arithmetic, and the solver made ~10 of them plus ~30 numpy temporaries per Newton
+# step: Python overhead, not factorizations, dominated small and medium solves.
+#
+# Every product here repeats scipy's summation order: a CSR product is a gather starting from
+# 0.0 (csr_matvec), a CSC product a scatter into a zeroed vector (csc_matvec), and fused sums add
+# each complete product to the running vector in the order the numpy expressions did. The
+# results are bitwise those of the scipy/numpy code they replace, so the iterates (and the
+# iteration and factorization counts) do not depend on which computed them.
+
+cdef inline double _row_dot(const long long[::1] ptr, const long long[::1] idx,
+                            const double[::1] val, Py_ssize_t i, const double[::1] v) noexcept nogil:
+    """Row i of a CSR matrix times v (scipy's csr_matvec order)."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0
+    for k in range(ptr[i], ptr[i + 1]):
+        s += val[k] * v[idx[k]]
+    return s
+
+
+cdef inline void _csc_matvec(const long long[::1] ptr, const long long[::1] idx,
+                             const double[::1] val, const double[::1] v,
+                             double[::1] out) noexcept nogil:
+    """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
+    cdef Py_ssize_t j, k
+    cdef double vj
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for j in range(ptr.shape[0] - 1):
+        vj = v[j]
+        for k in range(ptr[j], ptr[j + 1]):
+            out[idx[k]] += val[k] * vj
+
+
+def _as_index(a):
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _as_values(a):
+    # the data arrays are views: in-place changes of the matrices' values are seen
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+cdef class SparseOps:
+    """The scaled matrices of a problem for products into caller buffers.
+
+    H (n x n, symmetric with both triangles stored) as CSC; A (m x n) and C (p x n) as CSR
+    (rows: A v, C v) and as the CSR of their transposes (A' w, C' w), i.e. the scipy matrices
+    ``A``, ``At``, ``C``, ``Ct`` of a ScaledProblem. Index arrays are int64 copies, value arrays
+    views of the matrices' own.
+    """
+    cdef readonly Py_ssize_t n, m, p
+    cdef const long long[::1] Hp, Hi, Ap, Ai, Atp, Ati, Cp, Ci, Ctp, Cti
+    cdef const double[::1] Hv, Av, Atv, Cv, Ctv
+    cdef object _mats
+
+    def __init__(self, H, A, At, C, Ct):
+        self._mats = (H, A, At, C, Ct)
+        self.n, self.m, self.p = H.shape[0], A.shape[0], C.shape[0]
+        self.Hp, self.Hi, self.Hv = _as_index(H.indptr), _as_index(H.indices), _as_values(H.data)
+        self.Ap, self.Ai, self.Av = _as_index(A.indptr), _as_index(A.indices), _as_values(A.data)
+        self.Atp, self.Ati, self.Atv = (_as_index(At.indptr), _as_index(At.indices),
+                                        _as_values(At.data))
+        self.Cp, self.Ci, self.Cv = _as_index(C.indptr), _as_index(C.indices), _as_values(C.data)
+        self.Ctp, self.Cti, self.Ctv = (_as_index(Ct.indptr), _as_index(Ct.indices),
+                                        _as_values(Ct.data))
+
+    def __reduce__(self):
+        return SparseOps, self._mats
+
+
+cdef class Workspace:
+    """Preallocated vectors and the fused kernels of one ProxALM run.
+
+    Holds the scaled problem's operators (:class:`SparseOps`), its b (m,), l, u (p,), g (n,), the
+    dual unscaling (n,), and the point quantities of the current inner iterate, exposed as numpy
+    arrays that the kernels overwrite: ``Ax`` (m,), ``Cx`` (p,), ``y`` (m,), ``z`` (p,),
+    ``active`` (p, int8), ``Hx``, ``smooth``, ``grad`` (n,).
+    """
+    cdef Py_ssize_t n, m, p
+    cdef const long long[::1] Hp, Hi, Ap, Ai, Atp, Ati, Cp, Ci, Ctp, Cti
+    cdef const double[::1] Hv, Av, Atv, Cv, Ctv
+    cdef const double[::1] b, l, u, g, dual_unscale
+    cdef readonly object Ax, Cx, y, z, active, Hx, smooth, grad
+    cdef double[::1] ax, cx, yv, zv, hx, sm, gr
+    cdef signed char[::1] act
+    # scratch of the line search and the reduced matvec
+    cdef double[::1] hd, t_eq, t_in
+    cdef Breakpoint* bps
+
+    def __cinit__(self):
+        self.bps = NULL
+
+    def __init__(self, SparseOps op, b, l, u, g, dual_unscale):
+        n, m, p = op.n, op.m, op.p
+        self.Hp, self.Hi, self.Hv = op.Hp, op.Hi, op.Hv
+        self.Ap, self.Ai, self.Av = op.Ap, op.Ai, op.Av
+        self.Atp, self.Ati, self.Atv = op.Atp, op.Ati, op.Atv
+        self.Cp, self.Ci, self.Cv = op.Cp, op.Ci, op.Cv
+        self.Ctp, self.Cti, self.Ctv = op.Ctp, op.Cti, op.Ctv
+        self.n, self.m, self.p = n, m, p
+        self.b, self.l, self.u = _as_values(b), _as_values(l), _as_values(u)
+        self.g, self.dual_unscale = _as_values(g), _as_values(dual_unscale)
+        self.Ax, self.Cx, self.y, self.z = np.zeros(m), np.zeros(p), np.zeros(m), np.zeros(p)
+        self.active = np.zeros(p, dtype=np.int8)
+        self.Hx, self.smooth, self.grad = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.ax, self.cx, self.yv, self.zv = self.Ax, self.Cx, self.y, self.z
+        self.act = self.active
+        self.hx, self.sm, self.gr = self.Hx, self.smooth, self.grad
+        self.hd, self.t_eq, self.t_in = np.zeros(n), np.zeros(m), np.zeros(p)
+        self.bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
+        if self.bps == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.bps)
+
+    def inner_point(self, const double[::1] x, const double[::1] xe, const double[::1] ye,
+                    const double[::1] ze, double rho, const double[::1] mu_eq,
+                    const double[::1] mu_in, const signed char[::1] active_ref):
+        """Evaluate the inner problem at x (all vectors scaled; x, xe (n,), ye, mu_eq (m,),
+        ze, mu_in (p,)).
+
+        Fills Ax, Cx, y = ye + (Ax - b) / mu_eq, z and active (as :func:`inner_multipliers`),
+        Hx, smooth = Hx + g + rho (x - xe) and grad = smooth + A'y + C'z. Returns
+        (n_changed, gnorm): rows whose activity differs from active_ref, and
+        max_i |grad_i * dual_unscale_i|.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p, n_changed = 0
+        cdef double w, s, gn = 0.0
+        cdef signed char a
+        with nogil:
+            for i in range(m):
+                s = _row_dot(self.Ap, self.Ai, self.Av, i, x)
+                self.ax[i] = s
+                self.yv[i] = ye[i] + (s - self.b[i]) / mu_eq[i]
+            for i in range(p):
+                s = _row_dot(self.Cp, self.Ci, self.Cv, i, x)
+                self.cx[i] = s
+                w = s + mu_in[i] * ze[i]
+                if w > self.u[i]:
+                    self.zv[i] = (w - self.u[i]) / mu_in[i]
+                    a = 1
+                elif w < self.l[i]:
+                    self.zv[i] = (w - self.l[i]) / mu_in[i]
+                    a = -1
+                else:
+                    self.zv[i] = 0.0
+                    a = 0
+                self.act[i] = a
+                if (a != 0) != (active_ref[i] != 0):
+                    n_changed += 1
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, self.hx)
+            for i in range(n):
+                s = (self.hx[i] + self.g[i]) + rho * (x[i] - xe[i])
+                self.sm[i] = s
+                if m:
+                    s = s + _row_dot(self.Atp, self.Ati, self.Atv, i, self.yv)
+                if p:
+                    s = s + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.zv)
+                self.gr[i] = s
+                s = fabs(s * self.dual_unscale[i])
+                if s > gn:
+                    gn = s
+        return n_changed, gn
+
+    def line_search(self, const double[::1] dx, double rho, const double[::1] mu_eq,
+                    const double[::1] mu_in, const double[::1] ze):
+        """Exact line search along dx (n,) from the point of the last :meth:`inner_point`
+        (its smooth, y, Cx; ze (p,) the prox center of z).
+
+        Returns (alpha, dHd, dd): alpha as :func:`exact_linesearch` (nan: not a descent
+        direction, inf: unbounded), dHd = dx'H dx and dd = dx'dx for the caller's curvature
+        test.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p, nb = 0
+        cdef double dHd = 0.0, dd = 0.0, lin = 0.0, wq = 0.0, wy = 0.0, s, quad, alpha, d0
+        with nogil:
+            _csc_matvec(self.Hp, self.Hi, self.Hv, dx, self.hd)
+            for i in range(n):
+                dHd += dx[i] * self.hd[i]
+            for i in range(n):
+                dd += dx[i] * dx[i]
+            quad = dHd + rho * dd
+            for i in range(n):
+                lin += dx[i] * self.sm[i]
+            if m:
+                for i in range(m):
+                    s = _row_dot(self.Ap, self.Ai, self.Av, i, dx)
+                    wq += s * s / mu_eq[i]
+                    wy += s * self.yv[i]
+                quad += wq
+                lin += wy
+            if p:
+                # w = Cx + mu_in ze and cd = C dx, one row at a time
+                d0, s = lin, quad
+                for i in range(p):
+                    _ls_row(self.cx[i] + mu_in[i] * ze[i], _row_dot(self.Cp, self.Ci, self.Cv, i, dx),
+                            self.l[i], self.u[i], mu_in[i], &d0, &s, self.bps, &nb)
+                alpha = _ls_search(d0, &s, self.bps, nb)
+            else:
+                alpha = -lin / quad if (lin < 0 and quad > 0) else NAN
+        return alpha, dHd, dd
+
+    cdef void _matvec(self, const double[::1] v, double rho, const double[::1] mu_eq,
+                      const double[::1] mu_in, const signed char[::1] active,
+                      const double[::1] rhs, double[::1] out) noexcept nogil:
+        # out = M v, or rhs - M v when rhs has length n, for
+        # M = H + rho I + A' M_eq^-1 A + C_J' M_in^-1 C_J, in _reduced_matvec's order
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double s
+        cdef bint sub = rhs.shape[0] == n
+        _csc_matvec(self.Hp, self.Hi, self.Hv, v, self.hd)
+        for i in range(m):
+            self.t_eq[i] = _row_dot(self.Ap, self.Ai, self.Av, i, v) / mu_eq[i]
+        for i in range(p):
+            s = _row_dot(self.Cp, self.Ci, self.Cv, i, v) / mu_in[i]
+            self.t_in[i] = s if active[i] != 0 else 0.0
+        for i in range(n):
+            s = self.hd[i] + rho * v[i]
+            if m:
+                s = s + _row_dot(self.Atp, self.Ati, self.Atv, i, self.t_eq)
+            if p:
+                s = s + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.t_in)
+            out[i] = rhs[i] - s if sub else s
+
+    def reduced_matvec(self, const double[::1] v, double rho, const double[::1] mu_eq,
+                       const double[::1] mu_in, const signed char[::1] active,
+                       double[::1] out):
+        """out = (H + rho I + A' M_eq^-1 A + C_J' M_in^-1 C_J) v, v and out (n,); J = rows with
+        active != 0. Returns v'out."""
+        cdef Py_ssize_t i
+        cdef double s = 0.0
+        cdef const double[::1] no_rhs = self.t_eq[:0]
+        with nogil:
+            self._matvec(v, rho, mu_eq, mu_in, active, no_rhs, out)
+            for i in range(self.n):
+                s += v[i] * out[i]
+        return s
+
+    def residual(self, const double[::1] rhs, const double[::1] v, double rho,
+                 const double[::1] mu_eq, const double[::1] mu_in,
+                 const signed char[::1] active, double[::1] out):
+        """out = rhs - M v with M as in :meth:`reduced_matvec` (all (n,)). Returns |out|_2."""
+        cdef Py_ssize_t i
+        cdef double s = 0.0
+        with nogil:
+            self._matvec(v, rho, mu_eq, mu_in, active, rhs, out)
+            for i in range(self.n):
+                s += out[i] * out[i]
+        return sqrt(s)
+
+    def unscaled_residuals(self, const double[::1] x, const double[::1] y,
+                           const double[::1] z, const double[::1] ax, const double[::1] cx,
+                           const double[::1] E, const double[::1] F):
+        """(prim, dual, prim_scale, dual_scale), unscaled infinity norms at the scaled point
+        x (n,), y (m,), z (p,) with Ax (m,) and Cx (p,); E (m,), F (p,) the row scalings.
+
+        prim = max(|E^-1 (Ax - b)|, |F^-1 (Cx - proj(Cx))|), dual = |s (Hx + g + A'y + C'z)|
+        with s the dual unscaling; the scales are the largest norms of the terms.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double rp = 0.0, ps = 0.0, rd = 0.0, ds = 0.0, r, s, t, sc
+        with nogil:
+            for i in range(m):
+                r = fabs((ax[i] - self.b[i]) / E[i])
+                rp = r if r > rp else rp
+                r = fabs(ax[i] / E[i])
+                ps = r if r > ps else ps
+                r = fabs(self.b[i] / E[i])
+                ps = r if r > ps else ps
+            for i in range(p):
+                if cx[i] > self.u[i]:
+                    r = (cx[i] - self.u[i]) / F[i]
+                elif cx[i] < self.l[i]:
+                    r = (self.l[i] - cx[i]) / F[i]
+                else:
+                    r = 0.0
+                rp = r if r > rp else rp
+                r = fabs(cx[i] / F[i])
+                ps = r if r > ps else ps
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, self.hd)
+            for i in range(n):
+                sc = self.dual_unscale[i]
+                s = self.hd[i] + self.g[i]
+                r = fabs(self.hd[i] * sc)
+                ds = r if r > ds else ds
+                r = fabs(self.g[i] * sc)
+                ds = r if r > ds else ds
+                if m:
+                    t = _row_dot(self.Atp, self.Ati, self.Atv, i, y)
+                    s = s + t
+                    r = fabs(t * sc)
+                    ds = r if r > ds else ds
+                if p:
+                    t = _row_dot(self.Ctp, self.Cti, self.Ctv, i, z)
+                    s = s + t
+                    r = fabs(t * sc)
+                    ds = r if r > ds else ds
+                r = fabs(s * sc)
+                rd = r if r > rd else rd
+        return rp, rd, ps, ds

@@ -60,6 +60,8 @@ class ScaledProblem:
         self.At = A.T  # the CSC of A is the CSR of A'
         self.C = C.tocsr()
         self.Ct = C.T
+        # shared by the copies below: the matrices are
+        self.ops = _kernels.SparseOps(H, self.A, self.At, self.C, self.Ct)
         self.b = E * problem.b
         self.l = F * problem.l
         self.u = F * problem.u
@@ -178,6 +180,7 @@ class KKTSystem:
         indices[self._cd_pos] = n + m + np.arange(p)
         N = n + m + p
         self.N = N
+        self._rhs_x = np.zeros(N)
         self.data = np.zeros(total)
         self.K = sp.csc_matrix((self.data, indices, indptr.astype(np.int64)), shape=(N, N))
         # scipy may convert the index arrays but keeps our data buffer: write through K.data.
@@ -243,6 +246,6 @@ class KKTSystem:
     def solve_x(self, r: np.ndarray) -> np.ndarray:
         """M_f^{-1} r where M_f = H + rho I + A'M_eq^{-1}A + C_J'M_in^{-1}C_J is the Schur
         complement of the factorized K (rhs [r; 0; 0])."""
-        rhs = np.zeros(self.N)
+        rhs = self._rhs_x  # zero beyond n; qdldl does not write into its right-hand side
         rhs[: self.n] = r
         return self.solve(rhs)[: self.n]
