@@ -5,7 +5,7 @@ Everything here assumes clean input (validated and converted by sparseqp.problem
 float64 vectors and CSC/CSR index arrays. No Python objects inside the loops.
 """
 from libc.math cimport fabs, sqrt, INFINITY, NAN
-from libc.stdlib cimport malloc, free, qsort
+from libc.stdlib cimport malloc, free
 import numpy as np
 
 ctypedef fused index_t:
@@ -153,15 +153,27 @@ def inner_multipliers(const double[::1] cx, const double[::1] ze, const double[:
 cdef struct Breakpoint:
     double t
     double dslope
+    Py_ssize_t k    # insertion index: ties in t are taken in insertion order
 
 
-cdef int _cmp_bp(const void* a, const void* b) noexcept nogil:
-    cdef double ta = (<const Breakpoint*> a).t, tb = (<const Breakpoint*> b).t
-    if ta < tb:
-        return -1
-    if ta > tb:
-        return 1
-    return 0
+cdef inline bint _bp_less(const Breakpoint* a, const Breakpoint* b) noexcept nogil:
+    return a.t < b.t or (a.t == b.t and a.k < b.k)
+
+
+cdef void _sift_down(Breakpoint* h, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef Breakpoint x = h[i]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _bp_less(&h[c + 1], &h[c]):
+            c += 1
+        if not _bp_less(&h[c], &x):
+            break
+        h[i] = h[c]
+        i = c
+    h[i] = x
 
 
 cdef inline void _ls_row(double v, double c, double l, double u, double mu, double* d0,
@@ -182,6 +194,7 @@ cdef inline void _ls_row(double v, double c, double l, double u, double mu, doub
         t = (u - v) / c
         if t > 0:
             bps[nb[0]].t = t
+            bps[nb[0]].k = nb[0]
             # crossing u: entering (c < 0) removes slope, leaving (c > 0) adds it
             bps[nb[0]].dslope = cc if c > 0 else -cc
             nb[0] += 1
@@ -189,29 +202,37 @@ cdef inline void _ls_row(double v, double c, double l, double u, double mu, doub
         t = (l - v) / c
         if t > 0:
             bps[nb[0]].t = t
+            bps[nb[0]].k = nb[0]
             bps[nb[0]].dslope = cc if c < 0 else -cc
             nb[0] += 1
 
 
 cdef double _ls_search(double d0, double* s, Breakpoint* bps, Py_ssize_t nb) noexcept nogil:
     """The zero of the piecewise-linear phi' from slope d0 and curvature s at 0+ over the
-    breakpoints bps[:nb] (sorted here): nan when d0 >= 0, inf when phi' stays negative. s
+    breakpoints bps[:nb] (reordered here): nan when d0 >= 0, inf when phi' stays negative. s
     returns the curvature at alpha."""
     cdef Py_ssize_t i
-    cdef double t, v, r, tprev
+    cdef double t, v, r, tprev, ds
     if d0 >= 0:
         return NAN
-    qsort(bps, nb, sizeof(Breakpoint), _cmp_bp)
+    # The zero usually comes within the first few percent of the breakpoints (Newton steps are
+    # near 1): a heap, popped in (t, insertion) order, touches only those; a sort paid for all.
+    for i in range(nb // 2 - 1, -1, -1):
+        _sift_down(bps, nb, i)
     tprev = 0.0
     r = d0
-    for i in range(nb):
-        t = bps[i].t
+    while nb > 0:
+        t = bps[0].t
+        ds = bps[0].dslope
+        nb -= 1
+        bps[0] = bps[nb]
+        _sift_down(bps, nb, 0)
         v = r + s[0] * (t - tprev)
         if v >= 0 and s[0] > 0:
             return tprev - r / s[0]
         r = v
         tprev = t
-        s[0] += bps[i].dslope
+        s[0] += ds
     if s[0] > 0:
         return tprev - r / s[0]
     return INFINITY
