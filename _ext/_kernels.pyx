@@ -109,6 +109,18 @@ def fill_c_block(double[::1] kkt_data, const index_t[::1] c_rowptr, const double
             kkt_data[base + c_rowptr[i + 1] + i] = -mu_in[i]
 
 
+def fill_kkt_diagonals(double[::1] kkt_data, const long long[::1] hd_pos,
+                       const double[::1] hdiag, double rho, const long long[::1] ad_pos,
+                       const double[::1] mu_eq):
+    """kkt_data[hd_pos[j]] = hdiag[j] + rho (j < n), kkt_data[ad_pos[i]] = -mu_eq[i] (i < m)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(hd_pos.shape[0]):
+            kkt_data[hd_pos[i]] = hdiag[i] + rho
+        for i in range(ad_pos.shape[0]):
+            kkt_data[ad_pos[i]] = -mu_eq[i]
+
+
 # ---------------------------------------------------------------------------------------------
 # Active set and multiplier estimate of the inner problem
 # ---------------------------------------------------------------------------------------------
@@ -453,6 +465,11 @@ cdef inline void _csc_matvec(const long long[::1] ptr, const long long[::1] idx,
             out[idx[k]] += val[k] * vj
 
 
+cdef inline double _nanmax(double out, double r) noexcept nogil:
+    # np.max's rule: a nan, once seen, is the maximum
+    return r if (r > out or r != r) else out
+
+
 def _as_index(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
@@ -506,7 +523,7 @@ cdef class Workspace:
     cdef double[::1] ax, cx, yv, zv, hx, sm, gr
     cdef signed char[::1] act
     # scratch of the line search and the reduced matvec
-    cdef double[::1] hd, t_eq, t_in
+    cdef double[::1] hd, t_eq, t_in, tn
     cdef Breakpoint* bps
 
     def __cinit__(self):
@@ -528,7 +545,7 @@ cdef class Workspace:
         self.ax, self.cx, self.yv, self.zv = self.Ax, self.Cx, self.y, self.z
         self.act = self.active
         self.hx, self.sm, self.gr = self.Hx, self.smooth, self.grad
-        self.hd, self.t_eq, self.t_in = np.zeros(n), np.zeros(m), np.zeros(p)
+        self.hd, self.t_eq, self.t_in, self.tn = np.zeros(n), np.zeros(m), np.zeros(p), np.zeros(n)
         self.bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
         if self.bps == NULL:
             raise MemoryError()
@@ -721,3 +738,55 @@ cdef class Workspace:
                 r = fabs(s * sc)
                 rd = r if r > rd else rd
         return rp, rd, ps, ds
+
+    def primal_certificate_test(self, const double[::1] dy_s, const double[::1] dz_s,
+                                const double[::1] E, const double[::1] F, double c,
+                                const double[::1] D):
+        """First test of a primal infeasibility certificate from the scaled dy_s (m,), dz_s (p,).
+
+        With the unscaled dy = E dy_s / c, dz = F dz_s / c and norm = max(|dy|_inf, |dz|_inf)
+        (Python's max of the two), returns (norm, res), res = |D^-1 (A~' E^-1 dy + C~' F^-1 dz)|_inf
+        / norm, the unscaled |A'dy + C'dz|_inf of the normalized direction (nan as np.max has it;
+        not computed, 0, when norm <= 1e-300).
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double ny = 0.0, nz = 0.0, norm, v, res = 0.0
+        with nogil:
+            for i in range(m):
+                ny = _nanmax(ny, fabs(E[i] * dy_s[i] / c))
+            for i in range(p):
+                nz = _nanmax(nz, fabs(F[i] * dz_s[i] / c))
+            norm = nz if nz > ny else ny
+            if not norm <= 1e-300:
+                for i in range(m):
+                    self.t_eq[i] = (E[i] * dy_s[i] / c) / norm / E[i]
+                for i in range(p):
+                    self.t_in[i] = (F[i] * dz_s[i] / c) / norm / F[i]
+                for i in range(n):
+                    v = 0.0
+                    if m:
+                        v = v + _row_dot(self.Atp, self.Ati, self.Atv, i, self.t_eq)
+                    if p:
+                        v = v + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.t_in)
+                    res = _nanmax(res, fabs(v / D[i]))
+        return norm, res
+
+    def dual_certificate_test(self, const double[::1] dx_s, const double[::1] D, double c):
+        """First test of a dual infeasibility certificate from the scaled dx_s (n,).
+
+        With the unscaled dx = D dx_s and norm = |dx|_inf, returns (norm, res),
+        res = |H d|_inf (unscaled) for d = dx / norm (nan as np.max has it; 0 when
+        norm <= 1e-300).
+        """
+        cdef Py_ssize_t i, n = self.n
+        cdef double norm = 0.0, res = 0.0
+        with nogil:
+            for i in range(n):
+                norm = _nanmax(norm, fabs(D[i] * dx_s[i]))
+            if not norm <= 1e-300:
+                for i in range(n):
+                    self.tn[i] = (D[i] * dx_s[i]) / norm / D[i]
+                _csc_matvec(self.Hp, self.Hi, self.Hv, self.tn, self.hd)
+                for i in range(n):
+                    res = _nanmax(res, fabs(self.hd[i] / (c * D[i])))
+        return norm, res

@@ -155,12 +155,12 @@ class KKTSystem:
         s_ptr = np.concatenate(([0], np.cumsum(s_count)))
         nnz_s = int(s_ptr[-1])
         self._hs_pos = np.arange(nnz_s) + s_cols
-        self._hd_pos = s_ptr[1:] + np.arange(n)
+        self._hd_pos = _idx(s_ptr[1:] + np.arange(n))
         base_a = nnz_s + n
         A, C = sc.A, sc.C
         a_rows = np.repeat(np.arange(m), np.diff(A.indptr))
         self._a_pos = base_a + np.arange(A.nnz) + a_rows
-        self._ad_pos = base_a + A.indptr[1:] + np.arange(m)
+        self._ad_pos = _idx(base_a + A.indptr[1:] + np.arange(m))
         base_c = base_a + A.nnz + m
         self._base_c = base_c
         self._c_rowptr = _idx(C.indptr)
@@ -213,8 +213,8 @@ class KKTSystem:
         ``mu_eq`` / ``mu_in`` are per-row arrays; callers must pass a new array object whenever
         the values change (identity is how :meth:`matches` detects a change cheaply).
         """
-        self.data[self._hd_pos] = self._hdiag_vals + rho
-        self.data[self._ad_pos] = -mu_eq
+        _kernels.fill_kkt_diagonals(self.data, self._hd_pos, self._hdiag_vals, rho, self._ad_pos,
+                                    mu_eq)
         _kernels.fill_c_block(self.data, self._c_rowptr, self._c_data, self._base_c,
                               active, mu_in)
         if self.solver is None:

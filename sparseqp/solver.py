@@ -320,13 +320,17 @@ class ProxALM:
     # ---------------------------------------------------------------------------------------
     def _primal_certificate(self, dy_s, dz_s):
         sc = self.sc
+        eps = self.st.eps_infeas
+        # the usual outcome, |A'dy + C'dz| > eps, in one kernel call; the same numbers as below
+        norm, res = self._ws.primal_certificate_test(dy_s, dz_s, sc.E, sc.F, sc.c, sc.D)
+        if norm <= 1e-300 or res > eps:
+            return None
         dy = sc.unscale_y(dy_s)
         dz = sc.unscale_z(dz_s)
         norm = max(np.max(np.abs(dy), initial=0.0), np.max(np.abs(dz), initial=0.0))
         if norm <= 1e-300:
             return None
         dy, dz = dy / norm, dz / norm
-        eps = self.st.eps_infeas
         # A'dy + C'dz (unscaled) = D^{-1} (A~' E^{-1} dy + C~' F^{-1} dz)
         v = np.zeros(sc.n)
         if sc.m:
@@ -362,13 +366,17 @@ class ProxALM:
 
     def _dual_certificate(self, dx_s):
         sc = self.sc
+        eps = self.st.eps_infeas
+        # the usual outcome, |Hd| > eps, in one kernel call; the same numbers as below
+        norm, res = self._ws.dual_certificate_test(dx_s, sc.D, sc.c)
+        if norm <= 1e-300 or res > eps:
+            return None
         dx = sc.unscale_x(dx_s)
         norm = np.max(np.abs(dx), initial=0.0)
         if norm <= 1e-300:
             return None
         d = dx / norm
         ds = d / sc.D  # scaled direction of the unit unscaled one
-        eps = self.st.eps_infeas
         Hd = (sc.H @ ds) / (sc.c * sc.D)
         if np.max(np.abs(Hd), initial=0.0) > eps:
             return None
