@@ -86,6 +86,53 @@ def ruiz_equilibrate(const index_t[::1] Hp, const index_t[::1] Hi, double[::1] H
 
 
 # ---------------------------------------------------------------------------------------------
+# Convexity check
+# ---------------------------------------------------------------------------------------------
+
+def upper_shifted(const index_t[::1] indptr, const index_t[::1] indices, const double[::1] data,
+                  double delta):
+    """The upper triangle of H + delta I as CSC (indptr, indices, data), and whether H has a
+    nonzero off the diagonal. H (n x n) is CSC with sorted row indices, no duplicates.
+
+    The same matrix as ``sp.triu(H) + delta * sp.eye(n)`` in scipy: rows sorted within each
+    column, entries whose value is exactly 0 dropped, the diagonal value H_jj + delta.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, j, k, i, nnz = 0
+    cdef bint offdiag = False, has_diag
+    cdef double v
+    cdef long long[::1] up = np.empty(n + 1, dtype=np.int64)
+    cdef long long[::1] ui = np.empty(indices.shape[0] + n, dtype=np.int64)
+    cdef double[::1] ux = np.empty(indices.shape[0] + n)
+    with nogil:
+        up[0] = 0
+        for j in range(n):
+            has_diag = False
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                if i != j and data[k] != 0.0:
+                    offdiag = True
+                if i > j:
+                    continue
+                if i == j:
+                    v = data[k] + delta
+                    has_diag = True
+                else:
+                    v = data[k] + 0.0
+                if v != 0.0:
+                    ui[nnz] = i
+                    ux[nnz] = v
+                    nnz += 1
+            if not has_diag:
+                v = 0.0 + delta
+                if v != 0.0:
+                    ui[nnz] = j
+                    ux[nnz] = v
+                    nnz += 1
+            up[j + 1] = nnz
+    return offdiag, np.asarray(up), np.asarray(ui[:nnz]).copy(), np.asarray(ux[:nnz]).copy()
+
+
+# ---------------------------------------------------------------------------------------------
 # KKT values on the fixed pattern
 # ---------------------------------------------------------------------------------------------
 
