@@ -133,6 +133,40 @@ def upper_shifted(const index_t[::1] indptr, const index_t[::1] indices, const d
 
 
 # ---------------------------------------------------------------------------------------------
+# Format conversion
+# ---------------------------------------------------------------------------------------------
+
+def csc_to_csr(const long long[::1] indptr, const long long[::1] indices, const double[::1] data,
+               Py_ssize_t nrows):
+    """CSR arrays (indptr (nrows + 1,), indices, data) of the CSC matrix (nrows x ncols) given.
+
+    The same arrays as scipy's ``tocsr()`` (a counting sort over the columns in order, so the
+    column indices of each row come out sorted): products with either run the same sums.
+    """
+    cdef Py_ssize_t ncols = indptr.shape[0] - 1, nnz = indices.shape[0], i, j, k, dest
+    cdef long long[::1] rp = np.zeros(nrows + 1, dtype=np.int64)
+    cdef long long[::1] ri = np.empty(nnz, dtype=np.int64)
+    cdef double[::1] rx = np.empty(nnz)
+    with nogil:
+        for k in range(nnz):
+            rp[indices[k] + 1] += 1
+        for i in range(nrows):
+            rp[i + 1] += rp[i]
+        # rp[i] is the next free slot of row i while filling, shifted back after
+        for j in range(ncols):
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                dest = rp[i]
+                ri[dest] = j
+                rx[dest] = data[k]
+                rp[i] = dest + 1
+        for i in range(nrows, 0, -1):
+            rp[i] = rp[i - 1]
+        rp[0] = 0
+    return np.asarray(rp), np.asarray(ri), np.asarray(rx)
+
+
+# ---------------------------------------------------------------------------------------------
 # KKT values on the fixed pattern
 # ---------------------------------------------------------------------------------------------
 
@@ -517,10 +551,6 @@ cdef inline double _nanmax(double out, double r) noexcept nogil:
     return r if (r > out or r != r) else out
 
 
-def _as_index(a):
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
 def _as_values(a):
     # the data arrays are views: in-place changes of the matrices' values are seen
     return np.ascontiguousarray(a, dtype=np.float64)
@@ -530,28 +560,27 @@ cdef class SparseOps:
     """The scaled matrices of a problem for products into caller buffers.
 
     H (n x n, symmetric with both triangles stored) as CSC; A (m x n) and C (p x n) as CSR
-    (rows: A v, C v) and as the CSR of their transposes (A' w, C' w), i.e. the scipy matrices
-    ``A``, ``At``, ``C``, ``Ct`` of a ScaledProblem. Index arrays are int64 copies, value arrays
-    views of the matrices' own.
+    (rows: A v, C v) and as CSC, i.e. the CSR of their transposes (A' w, C' w). Each matrix is
+    a tuple (indptr, indices, data) of int64, int64, float64 arrays, kept as given (no copies:
+    in-place changes of the values are seen).
     """
     cdef readonly Py_ssize_t n, m, p
     cdef const long long[::1] Hp, Hi, Ap, Ai, Atp, Ati, Cp, Ci, Ctp, Cti
     cdef const double[::1] Hv, Av, Atv, Cv, Ctv
-    cdef object _mats
+    cdef object _args
 
-    def __init__(self, H, A, At, C, Ct):
-        self._mats = (H, A, At, C, Ct)
-        self.n, self.m, self.p = H.shape[0], A.shape[0], C.shape[0]
-        self.Hp, self.Hi, self.Hv = _as_index(H.indptr), _as_index(H.indices), _as_values(H.data)
-        self.Ap, self.Ai, self.Av = _as_index(A.indptr), _as_index(A.indices), _as_values(A.data)
-        self.Atp, self.Ati, self.Atv = (_as_index(At.indptr), _as_index(At.indices),
-                                        _as_values(At.data))
-        self.Cp, self.Ci, self.Cv = _as_index(C.indptr), _as_index(C.indices), _as_values(C.data)
-        self.Ctp, self.Cti, self.Ctv = (_as_index(Ct.indptr), _as_index(Ct.indices),
-                                        _as_values(Ct.data))
+    def __init__(self, Py_ssize_t n, Py_ssize_t m, Py_ssize_t p, h_csc, a_csr, a_csc, c_csr,
+                 c_csc):
+        self._args = (n, m, p, h_csc, a_csr, a_csc, c_csr, c_csc)
+        self.n, self.m, self.p = n, m, p
+        self.Hp, self.Hi, self.Hv = h_csc
+        self.Ap, self.Ai, self.Av = a_csr
+        self.Atp, self.Ati, self.Atv = a_csc
+        self.Cp, self.Ci, self.Cv = c_csr
+        self.Ctp, self.Cti, self.Ctv = c_csc
 
     def __reduce__(self):
-        return SparseOps, self._mats
+        return SparseOps, self._args
 
 
 cdef class Workspace:
@@ -837,3 +866,24 @@ cdef class Workspace:
                 for i in range(n):
                     res = _nanmax(res, fabs(self.hd[i] / (c * D[i])))
         return norm, res
+
+    def h_product(self, const double[::1] x):
+        """H x for x (n,), a new array."""
+        out = np.empty(self.n)
+        cdef double[::1] o = out
+        with nogil:
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, o)
+        return out
+
+    def constraint_products(self, const double[::1] x):
+        """(A x (m,), C x (p,)) for x (n,), new arrays."""
+        ax = np.empty(self.m)
+        cx = np.empty(self.p)
+        cdef double[::1] a = ax, c = cx
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.m):
+                a[i] = _row_dot(self.Ap, self.Ai, self.Av, i, x)
+            for i in range(self.p):
+                c[i] = _row_dot(self.Cp, self.Ci, self.Cv, i, x)
+        return ax, cx

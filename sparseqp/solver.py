@@ -142,7 +142,7 @@ class ProxALM:
         """(|gap|, scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ + l'[z]_- (0 at a KKT
         point), scale = the largest of its terms. Every scaled term is c times the unscaled one."""
         sc = self.sc
-        terms = [float(x @ (sc.H @ x)), float(sc.g @ x)]
+        terms = [float(x @ self._ws.h_product(x)), float(sc.g @ x)]
         if sc.m:
             terms.append(float(sc.b @ y))
         if sc.p:
@@ -427,8 +427,7 @@ class ProxALM:
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
-        Ax = sc.A @ x if sc.m else np.zeros(0)
-        Cx = sc.C @ x if sc.p else np.zeros(0)
+        Ax, Cx = self._ws.constraint_products(x)
         for it in range(st.max_iter):
             self.nit = it + 1
             x, y, z, Ax, Cx, _ = self._inner(x, xe, ye, ze, rho, mu_eq, mu_in, eps_in)
@@ -541,8 +540,7 @@ class ProxALM:
             self.n_pcg += sub.n_pcg
             self.nit += sub.nit
             if st == Status.SOLVED:
-                Ax = sc.A @ state.x if sc.m else np.zeros(0)
-                Cx = sc.C @ state.x if sc.p else np.zeros(0)
+                Ax, Cx = self._ws.constraint_products(state.x)
                 rp, _, ps, _ = self._unscaled_residuals(state.x, state.y, state.z, Ax, Cx)
                 if rp <= self.st.eps_abs + self.st.eps_rel * ps:
                     return Status.SOLVED, state  # the shift vanished: it was consistent
@@ -551,8 +549,7 @@ class ProxALM:
             if st in (Status.TIME_LIMIT_REACHED, Status.NUMERICAL_ERROR):
                 return st, state
             x = state.x
-            Ax = sc.A @ x if sc.m else np.zeros(0)
-            Cx = sc.C @ x if sc.p else np.zeros(0)
+            Ax, Cx = self._ws.constraint_products(x)
         return None, None
 
     def _inner_tolerance(self, rp, rd, tol_p, tol_d):
