@@ -12,6 +12,11 @@ ctypedef fused index_t:
     int
     long long
 
+cdef inline double _nanmax(double out, double r) noexcept nogil:
+    # np.max's rule: a nan, once seen, is the maximum
+    return r if (r > out or r != r) else out
+
+
 # ---------------------------------------------------------------------------------------------
 # Ruiz equilibration
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +174,85 @@ def csc_to_csr(const long long[::1] indptr, const long long[::1] indices, const 
 # ---------------------------------------------------------------------------------------------
 # KKT values on the fixed pattern
 # ---------------------------------------------------------------------------------------------
+
+def kkt_pattern(const long long[::1] h_ptr, const long long[::1] h_ind,
+                const long long[::1] a_ptr, const long long[::1] a_ind,
+                const long long[::1] c_ptr, const long long[::1] c_ind):
+    """The fixed pattern of the upper-triangular KKT matrix (layout: see sparseqp.kkt).
+
+    H (n x n) is CSC, A (m x n) and C (p x n) are CSR, all with int64 indices. Returns a dict:
+    ``indptr`` (N + 1,) and ``indices`` of K (N = n + m + p); ``h_strict`` (positions in H's
+    data of its strict upper entries) and ``hs_pos`` (where they go in K's data); ``h_diag``,
+    ``h_diag_col`` (positions and columns of H's diagonal entries); ``hd_pos`` (n,), ``ad_pos``
+    (m,), ``cd_pos`` (p,) (K positions of the diagonals); ``a_pos`` (K positions of A's
+    entries, in A's CSR order); ``base_c`` (K position of C's first entry).
+    """
+    cdef Py_ssize_t n = h_ptr.shape[0] - 1, m = a_ptr.shape[0] - 1, p = c_ptr.shape[0] - 1
+    cdef Py_ssize_t a_nnz = a_ind.shape[0], c_nnz = c_ind.shape[0]
+    cdef Py_ssize_t j, k, i, ns = 0, nd = 0, pos = 0, base_a, base_c, r
+    for j in range(n):
+        for k in range(h_ptr[j], h_ptr[j + 1]):
+            if h_ind[k] < j:
+                ns += 1
+            elif h_ind[k] == j:
+                nd += 1
+    base_a = ns + n
+    base_c = base_a + a_nnz + m
+    cdef Py_ssize_t total = base_c + c_nnz + p
+    cdef long long[::1] indptr = np.empty(n + m + p + 1, dtype=np.int64)
+    cdef long long[::1] indices = np.empty(total, dtype=np.int64)
+    cdef long long[::1] h_strict = np.empty(ns, dtype=np.int64)
+    cdef long long[::1] hs_pos = np.empty(ns, dtype=np.int64)
+    cdef long long[::1] h_diag = np.empty(nd, dtype=np.int64)
+    cdef long long[::1] h_diag_col = np.empty(nd, dtype=np.int64)
+    cdef long long[::1] hd_pos = np.empty(n, dtype=np.int64)
+    cdef long long[::1] ad_pos = np.empty(m, dtype=np.int64)
+    cdef long long[::1] cd_pos = np.empty(p, dtype=np.int64)
+    cdef long long[::1] a_pos = np.empty(a_nnz, dtype=np.int64)
+    ns = 0
+    nd = 0
+    with nogil:
+        for j in range(n):
+            indptr[j] = pos
+            for k in range(h_ptr[j], h_ptr[j + 1]):
+                r = h_ind[k]
+                if r < j:
+                    h_strict[ns] = k
+                    hs_pos[ns] = pos
+                    indices[pos] = r
+                    ns += 1
+                    pos += 1
+                elif r == j:
+                    h_diag[nd] = k
+                    h_diag_col[nd] = j
+                    nd += 1
+            hd_pos[j] = pos
+            indices[pos] = j
+            pos += 1
+        for i in range(m):
+            indptr[n + i] = pos
+            for k in range(a_ptr[i], a_ptr[i + 1]):
+                a_pos[k] = pos
+                indices[pos] = a_ind[k]
+                pos += 1
+            ad_pos[i] = pos
+            indices[pos] = n + i
+            pos += 1
+        for i in range(p):
+            indptr[n + m + i] = pos
+            for k in range(c_ptr[i], c_ptr[i + 1]):
+                indices[pos] = c_ind[k]
+                pos += 1
+            cd_pos[i] = pos
+            indices[pos] = n + m + i
+            pos += 1
+        indptr[n + m + p] = pos
+    return dict(indptr=np.asarray(indptr), indices=np.asarray(indices),
+                h_strict=np.asarray(h_strict), hs_pos=np.asarray(hs_pos),
+                h_diag=np.asarray(h_diag), h_diag_col=np.asarray(h_diag_col),
+                hd_pos=np.asarray(hd_pos), ad_pos=np.asarray(ad_pos), cd_pos=np.asarray(cd_pos),
+                a_pos=np.asarray(a_pos), base_c=base_c)
+
 
 def fill_c_block(double[::1] kkt_data, const index_t[::1] c_rowptr, const double[::1] c_data,
                  long long base, const signed char[::1] active, const double[::1] mu_in):
@@ -358,6 +442,77 @@ def exact_linesearch(double quad, double lin, const double[::1] w, const double[
 # Residuals on the unscaled problem
 # ---------------------------------------------------------------------------------------------
 
+cdef void _csc_matvec_t(const index_t[::1] ptr, const index_t[::1] idx, const double[::1] val,
+                        const double[::1] v, double[::1] out) noexcept nogil:
+    """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
+    cdef Py_ssize_t j, k
+    cdef double vj
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for j in range(ptr.shape[0] - 1):
+        vj = v[j]
+        for k in range(ptr[j], ptr[j + 1]):
+            out[idx[k]] += val[k] * vj
+
+
+def problem_residuals(const index_t[::1] Hp, const index_t[::1] Hi, const double[::1] Hx,
+                      const index_t[::1] Ap, const index_t[::1] Ai, const double[::1] Ax,
+                      const index_t[::1] Cp, const index_t[::1] Ci, const double[::1] Cx,
+                      const double[::1] g, const double[::1] b, const double[::1] l,
+                      const double[::1] u, const double[::1] x, const double[::1] y,
+                      const double[::1] z):
+    """The unscaled residuals of :meth:`sparseqp.problem.Problem.residuals`, bitwise.
+
+    H (n x n), A (m x n), C (p x n) are the problem's CSC matrices; x (n,), y (m,), z (p,).
+    Returns (Ax (m,), Cx (p,), Hx (n,), prim, dual) with prim = max(|Ax - b|, |Cx - clip(Cx,
+    l, u)|) and dual = |Hx + g + A'y + C'z| (infinity norms, nan handled as there).
+    """
+    cdef Py_ssize_t n = Hp.shape[0] - 1, m = b.shape[0], p = l.shape[0], i, k
+    ax_a, cx_a, hx_a = np.empty(m), np.empty(p), np.empty(n)
+    cdef double[::1] ax = ax_a, cx = cx_a, hx = hx_a
+    cdef double rp = 0.0, rd = 0.0, v, c, s, t
+    with nogil:
+        _csc_matvec_t(Ap, Ai, Ax, x, ax)
+        _csc_matvec_t(Cp, Ci, Cx, x, cx)
+        _csc_matvec_t(Hp, Hi, Hx, x, hx)
+        # Python's max(rp, np.max(...)): a nan part leaves rp as it was
+        if m:
+            v = 0.0
+            for i in range(m):
+                v = _nanmax(v, fabs(ax[i] - b[i])) if i else fabs(ax[i] - b[i])
+            rp = v if v > rp else rp
+        if p:
+            v = 0.0
+            for i in range(p):
+                # np.clip = minimum(maximum(cx, l), u), nan-propagating
+                c = cx[i]
+                if c != c or l[i] != l[i]:
+                    c = NAN
+                elif c < l[i]:
+                    c = l[i]
+                if c != c or u[i] != u[i]:
+                    c = NAN
+                elif c > u[i]:
+                    c = u[i]
+                t = fabs(cx[i] - c)
+                v = _nanmax(v, t) if i else t
+            rp = v if v > rp else rp
+        for i in range(n):
+            s = hx[i] + g[i]
+            if m:
+                t = 0.0
+                for k in range(Ap[i], Ap[i + 1]):
+                    t += Ax[k] * y[Ai[k]]
+                s = s + t
+            if p:
+                t = 0.0
+                for k in range(Cp[i], Cp[i + 1]):
+                    t += Cx[k] * z[Ci[k]]
+                s = s + t
+            rd = _nanmax(rd, fabs(s)) if i else fabs(s)
+    return ax_a, cx_a, hx_a, rp, rd
+
+
 def box_residual_inf(const double[::1] v, const double[::1] l, const double[::1] u,
                      const double[::1] scale):
     """max_i |v_i - proj_[l_i,u_i](v_i)| / scale_i (scale: the row scaling to undo)."""
@@ -544,11 +699,6 @@ cdef inline void _csc_matvec(const long long[::1] ptr, const long long[::1] idx,
         vj = v[j]
         for k in range(ptr[j], ptr[j + 1]):
             out[idx[k]] += val[k] * vj
-
-
-cdef inline double _nanmax(double out, double r) noexcept nogil:
-    # np.max's rule: a nan, once seen, is the maximum
-    return r if (r > out or r != r) else out
 
 
 def _as_values(a):

@@ -168,47 +168,18 @@ class KKTSystem:
     # pattern -------------------------------------------------------------------------------
     def _build_pattern(self, sc: ScaledProblem):
         n, m, p = self.n, self.m, self.p
-        h_ptr, rows, _ = sc.h_csc
-        cols = np.repeat(np.arange(n), np.diff(h_ptr))
-        strict = rows < cols
-        self._h_strict = np.flatnonzero(strict)
-        self._h_diag = np.flatnonzero(rows == cols)
-        self._h_diag_col = cols[self._h_diag]
-        s_cols = cols[strict]
-        s_count = np.bincount(s_cols, minlength=n)
-        s_ptr = np.concatenate(([0], np.cumsum(s_count)))
-        nnz_s = int(s_ptr[-1])
-        self._hs_pos = np.arange(nnz_s) + s_cols
-        self._hd_pos = _idx(s_ptr[1:] + np.arange(n))
-        base_a = nnz_s + n
-        a_ptr, a_ind, _ = sc.a_csr
-        c_ptr, c_ind, _ = sc.c_csr
-        a_nnz, c_nnz = a_ind.shape[0], c_ind.shape[0]
-        a_rows = np.repeat(np.arange(m), np.diff(a_ptr))
-        self._a_pos = base_a + np.arange(a_nnz) + a_rows
-        self._ad_pos = _idx(base_a + a_ptr[1:] + np.arange(m))
-        base_c = base_a + a_nnz + m
-        self._base_c = base_c
-        self._c_rowptr = _idx(c_ptr)
-        c_rows = np.repeat(np.arange(p), np.diff(c_ptr))
-        c_pos = base_c + np.arange(c_nnz) + c_rows
-        self._cd_pos = base_c + c_ptr[1:] + np.arange(p)
-        total = base_c + c_nnz + p
-        indptr = np.concatenate((s_ptr + np.arange(n + 1),
-                                 base_a + a_ptr[1:] + np.arange(1, m + 1),
-                                 base_c + c_ptr[1:] + np.arange(1, p + 1)))
-        indices = np.empty(total, dtype=np.int64)
-        indices[self._hs_pos] = rows[strict]
-        indices[self._hd_pos] = np.arange(n)
-        indices[self._a_pos] = a_ind
-        indices[self._ad_pos] = n + np.arange(m)
-        indices[c_pos] = c_ind
-        indices[self._cd_pos] = n + m + np.arange(p)
+        pat = _kernels.kkt_pattern(*sc.h_csc[:2], *sc.a_csr[:2], *sc.c_csr[:2])
+        self._h_strict, self._hs_pos = pat["h_strict"], pat["hs_pos"]
+        self._h_diag, self._h_diag_col = pat["h_diag"], pat["h_diag_col"]
+        self._hd_pos, self._ad_pos, self._cd_pos = pat["hd_pos"], pat["ad_pos"], pat["cd_pos"]
+        self._a_pos = pat["a_pos"]
+        self._base_c = pat["base_c"]
+        self._c_rowptr = sc.c_csr[0]
         N = n + m + p
         self.N = N
         self._rhs_x = np.zeros(N)
-        self.data = np.zeros(total)
-        self.K = sp.csc_matrix((self.data, indices, indptr.astype(np.int64)), shape=(N, N))
+        self.data = np.zeros(pat["indices"].shape[0])
+        self.K = sp.csc_matrix((self.data, pat["indices"], pat["indptr"]), shape=(N, N))
         # scipy may convert the index arrays but keeps our data buffer: write through K.data.
         self.data = self.K.data
 
