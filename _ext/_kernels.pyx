@@ -4,13 +4,18 @@
 Everything here assumes clean input (validated and converted by sparseqp.problem): contiguous
 float64 vectors and CSC/CSR index arrays. No Python objects inside the loops.
 """
-from libc.math cimport fabs, sqrt, INFINITY
-from libc.stdlib cimport malloc, free, qsort
+from libc.math cimport fabs, sqrt, INFINITY, NAN
+from libc.stdlib cimport malloc, free
 import numpy as np
 
 ctypedef fused index_t:
     int
     long long
+
+cdef inline double _nanmax(double out, double r) noexcept nogil:
+    # np.max's rule: a nan, once seen, is the maximum
+    return r if (r > out or r != r) else out
+
 
 # ---------------------------------------------------------------------------------------------
 # Ruiz equilibration
@@ -86,8 +91,168 @@ def ruiz_equilibrate(const index_t[::1] Hp, const index_t[::1] Hi, double[::1] H
 
 
 # ---------------------------------------------------------------------------------------------
+# Convexity check
+# ---------------------------------------------------------------------------------------------
+
+def upper_shifted(const index_t[::1] indptr, const index_t[::1] indices, const double[::1] data,
+                  double delta):
+    """The upper triangle of H + delta I as CSC (indptr, indices, data), and whether H has a
+    nonzero off the diagonal. H (n x n) is CSC with sorted row indices, no duplicates.
+
+    The same matrix as ``sp.triu(H) + delta * sp.eye(n)`` in scipy: rows sorted within each
+    column, entries whose value is exactly 0 dropped, the diagonal value H_jj + delta.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, j, k, i, nnz = 0
+    cdef bint offdiag = False, has_diag
+    cdef double v
+    cdef long long[::1] up = np.empty(n + 1, dtype=np.int64)
+    cdef long long[::1] ui = np.empty(indices.shape[0] + n, dtype=np.int64)
+    cdef double[::1] ux = np.empty(indices.shape[0] + n)
+    with nogil:
+        up[0] = 0
+        for j in range(n):
+            has_diag = False
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                if i != j and data[k] != 0.0:
+                    offdiag = True
+                if i > j:
+                    continue
+                if i == j:
+                    v = data[k] + delta
+                    has_diag = True
+                else:
+                    v = data[k] + 0.0
+                if v != 0.0:
+                    ui[nnz] = i
+                    ux[nnz] = v
+                    nnz += 1
+            if not has_diag:
+                v = 0.0 + delta
+                if v != 0.0:
+                    ui[nnz] = j
+                    ux[nnz] = v
+                    nnz += 1
+            up[j + 1] = nnz
+    return offdiag, np.asarray(up), np.asarray(ui[:nnz]).copy(), np.asarray(ux[:nnz]).copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Format conversion
+# ---------------------------------------------------------------------------------------------
+
+def csc_to_csr(const long long[::1] indptr, const long long[::1] indices, const double[::1] data,
+               Py_ssize_t nrows):
+    """CSR arrays (indptr (nrows + 1,), indices, data) of the CSC matrix (nrows x ncols) given.
+
+    The same arrays as scipy's ``tocsr()`` (a counting sort over the columns in order, so the
+    column indices of each row come out sorted): products with either run the same sums.
+    """
+    cdef Py_ssize_t ncols = indptr.shape[0] - 1, nnz = indices.shape[0], i, j, k, dest
+    cdef long long[::1] rp = np.zeros(nrows + 1, dtype=np.int64)
+    cdef long long[::1] ri = np.empty(nnz, dtype=np.int64)
+    cdef double[::1] rx = np.empty(nnz)
+    with nogil:
+        for k in range(nnz):
+            rp[indices[k] + 1] += 1
+        for i in range(nrows):
+            rp[i + 1] += rp[i]
+        # rp[i] is the next free slot of row i while filling, shifted back after
+        for j in range(ncols):
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                dest = rp[i]
+                ri[dest] = j
+                rx[dest] = data[k]
+                rp[i] = dest + 1
+        for i in range(nrows, 0, -1):
+            rp[i] = rp[i - 1]
+        rp[0] = 0
+    return np.asarray(rp), np.asarray(ri), np.asarray(rx)
+
+
+# ---------------------------------------------------------------------------------------------
 # KKT values on the fixed pattern
 # ---------------------------------------------------------------------------------------------
+
+def kkt_pattern(const long long[::1] h_ptr, const long long[::1] h_ind,
+                const long long[::1] a_ptr, const long long[::1] a_ind,
+                const long long[::1] c_ptr, const long long[::1] c_ind):
+    """The fixed pattern of the upper-triangular KKT matrix (layout: see sparseqp.kkt).
+
+    H (n x n) is CSC, A (m x n) and C (p x n) are CSR, all with int64 indices. Returns a dict:
+    ``indptr`` (N + 1,) and ``indices`` of K (N = n + m + p); ``h_strict`` (positions in H's
+    data of its strict upper entries) and ``hs_pos`` (where they go in K's data); ``h_diag``,
+    ``h_diag_col`` (positions and columns of H's diagonal entries); ``hd_pos`` (n,), ``ad_pos``
+    (m,), ``cd_pos`` (p,) (K positions of the diagonals); ``a_pos`` (K positions of A's
+    entries, in A's CSR order); ``base_c`` (K position of C's first entry).
+    """
+    cdef Py_ssize_t n = h_ptr.shape[0] - 1, m = a_ptr.shape[0] - 1, p = c_ptr.shape[0] - 1
+    cdef Py_ssize_t a_nnz = a_ind.shape[0], c_nnz = c_ind.shape[0]
+    cdef Py_ssize_t j, k, i, ns = 0, nd = 0, pos = 0, base_a, base_c, r
+    for j in range(n):
+        for k in range(h_ptr[j], h_ptr[j + 1]):
+            if h_ind[k] < j:
+                ns += 1
+            elif h_ind[k] == j:
+                nd += 1
+    base_a = ns + n
+    base_c = base_a + a_nnz + m
+    cdef Py_ssize_t total = base_c + c_nnz + p
+    cdef long long[::1] indptr = np.empty(n + m + p + 1, dtype=np.int64)
+    cdef long long[::1] indices = np.empty(total, dtype=np.int64)
+    cdef long long[::1] h_strict = np.empty(ns, dtype=np.int64)
+    cdef long long[::1] hs_pos = np.empty(ns, dtype=np.int64)
+    cdef long long[::1] h_diag = np.empty(nd, dtype=np.int64)
+    cdef long long[::1] h_diag_col = np.empty(nd, dtype=np.int64)
+    cdef long long[::1] hd_pos = np.empty(n, dtype=np.int64)
+    cdef long long[::1] ad_pos = np.empty(m, dtype=np.int64)
+    cdef long long[::1] cd_pos = np.empty(p, dtype=np.int64)
+    cdef long long[::1] a_pos = np.empty(a_nnz, dtype=np.int64)
+    ns = 0
+    nd = 0
+    with nogil:
+        for j in range(n):
+            indptr[j] = pos
+            for k in range(h_ptr[j], h_ptr[j + 1]):
+                r = h_ind[k]
+                if r < j:
+                    h_strict[ns] = k
+                    hs_pos[ns] = pos
+                    indices[pos] = r
+                    ns += 1
+                    pos += 1
+                elif r == j:
+                    h_diag[nd] = k
+                    h_diag_col[nd] = j
+                    nd += 1
+            hd_pos[j] = pos
+            indices[pos] = j
+            pos += 1
+        for i in range(m):
+            indptr[n + i] = pos
+            for k in range(a_ptr[i], a_ptr[i + 1]):
+                a_pos[k] = pos
+                indices[pos] = a_ind[k]
+                pos += 1
+            ad_pos[i] = pos
+            indices[pos] = n + i
+            pos += 1
+        for i in range(p):
+            indptr[n + m + i] = pos
+            for k in range(c_ptr[i], c_ptr[i + 1]):
+                indices[pos] = c_ind[k]
+                pos += 1
+            cd_pos[i] = pos
+            indices[pos] = n + m + i
+            pos += 1
+        indptr[n + m + p] = pos
+    return dict(indptr=np.asarray(indptr), indices=np.asarray(indices),
+                h_strict=np.asarray(h_strict), hs_pos=np.asarray(hs_pos),
+                h_diag=np.asarray(h_diag), h_diag_col=np.asarray(h_diag_col),
+                hd_pos=np.asarray(hd_pos), ad_pos=np.asarray(ad_pos), cd_pos=np.asarray(cd_pos),
+                a_pos=np.asarray(a_pos), base_c=base_c)
+
 
 def fill_c_block(double[::1] kkt_data, const index_t[::1] c_rowptr, const double[::1] c_data,
                  long long base, const signed char[::1] active, const double[::1] mu_in):
@@ -107,6 +272,18 @@ def fill_c_block(double[::1] kkt_data, const index_t[::1] c_rowptr, const double
                 for k in range(c_rowptr[i], c_rowptr[i + 1]):
                     kkt_data[base + k + i] = 0.0
             kkt_data[base + c_rowptr[i + 1] + i] = -mu_in[i]
+
+
+def fill_kkt_diagonals(double[::1] kkt_data, const long long[::1] hd_pos,
+                       const double[::1] hdiag, double rho, const long long[::1] ad_pos,
+                       const double[::1] mu_eq):
+    """kkt_data[hd_pos[j]] = hdiag[j] + rho (j < n), kkt_data[ad_pos[i]] = -mu_eq[i] (i < m)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(hd_pos.shape[0]):
+            kkt_data[hd_pos[i]] = hdiag[i] + rho
+        for i in range(ad_pos.shape[0]):
+            kkt_data[ad_pos[i]] = -mu_eq[i]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,15 +330,89 @@ def inner_multipliers(const double[::1] cx, const double[::1] ze, const double[:
 cdef struct Breakpoint:
     double t
     double dslope
+    Py_ssize_t k    # insertion index: ties in t are taken in insertion order
 
 
-cdef int _cmp_bp(const void* a, const void* b) noexcept nogil:
-    cdef double ta = (<const Breakpoint*> a).t, tb = (<const Breakpoint*> b).t
-    if ta < tb:
-        return -1
-    if ta > tb:
-        return 1
-    return 0
+cdef inline bint _bp_less(const Breakpoint* a, const Breakpoint* b) noexcept nogil:
+    return a.t < b.t or (a.t == b.t and a.k < b.k)
+
+
+cdef void _sift_down(Breakpoint* h, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef Breakpoint x = h[i]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _bp_less(&h[c + 1], &h[c]):
+            c += 1
+        if not _bp_less(&h[c], &x):
+            break
+        h[i] = h[c]
+        i = c
+    h[i] = x
+
+
+cdef inline void _ls_row(double v, double c, double l, double u, double mu, double* d0,
+                         double* s, Breakpoint* bps, Py_ssize_t* nb) noexcept nogil:
+    """Add row i (v = w_i, c = cd_i) to the slope d0 and curvature s at alpha = 0+, and its
+    breakpoints strictly after 0 to bps[nb:]."""
+    cdef double cc, t
+    if c == 0.0:
+        return
+    cc = c * c / mu
+    if v > u or (v == u and c > 0):
+        d0[0] += c * (v - u) / mu
+        s[0] += cc
+    elif v < l or (v == l and c < 0):
+        d0[0] += c * (v - l) / mu
+        s[0] += cc
+    if u < INFINITY:
+        t = (u - v) / c
+        if t > 0:
+            bps[nb[0]].t = t
+            bps[nb[0]].k = nb[0]
+            # crossing u: entering (c < 0) removes slope, leaving (c > 0) adds it
+            bps[nb[0]].dslope = cc if c > 0 else -cc
+            nb[0] += 1
+    if l > -INFINITY:
+        t = (l - v) / c
+        if t > 0:
+            bps[nb[0]].t = t
+            bps[nb[0]].k = nb[0]
+            bps[nb[0]].dslope = cc if c < 0 else -cc
+            nb[0] += 1
+
+
+cdef double _ls_search(double d0, double* s, Breakpoint* bps, Py_ssize_t nb) noexcept nogil:
+    """The zero of the piecewise-linear phi' from slope d0 and curvature s at 0+ over the
+    breakpoints bps[:nb] (reordered here): nan when d0 >= 0, inf when phi' stays negative. s
+    returns the curvature at alpha."""
+    cdef Py_ssize_t i
+    cdef double t, v, r, tprev, ds
+    if d0 >= 0:
+        return NAN
+    # The zero usually comes within the first few percent of the breakpoints (Newton steps are
+    # near 1): a heap, popped in (t, insertion) order, touches only those; a sort paid for all.
+    for i in range(nb // 2 - 1, -1, -1):
+        _sift_down(bps, nb, i)
+    tprev = 0.0
+    r = d0
+    while nb > 0:
+        t = bps[0].t
+        ds = bps[0].dslope
+        nb -= 1
+        bps[0] = bps[nb]
+        _sift_down(bps, nb, 0)
+        v = r + s[0] * (t - tprev)
+        if v >= 0 and s[0] > 0:
+            return tprev - r / s[0]
+        r = v
+        tprev = t
+        s[0] += ds
+    if s[0] > 0:
+        return tprev - r / s[0]
+    return INFINITY
 
 
 def exact_linesearch(double quad, double lin, const double[::1] w, const double[::1] cd,
@@ -175,70 +426,92 @@ def exact_linesearch(double quad, double lin, const double[::1] w, const double[
     without bound along dx and nan when phi'(0) >= 0 (not a descent direction).
     """
     cdef Py_ssize_t i, p = w.shape[0], nb = 0
-    cdef double d0 = lin, s = quad, c, v, r, t, tprev, alpha, cc
+    cdef double d0 = lin, s = quad, alpha
     cdef Breakpoint* bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
     if bps == NULL:
         raise MemoryError()
-    try:
-        with nogil:
-            for i in range(p):
-                c = cd[i]
-                if c == 0.0:
-                    continue
-                v = w[i]
-                cc = c * c / mu_in[i]
-                # value and slope contribution at alpha = 0+
-                if v > u[i] or (v == u[i] and c > 0):
-                    d0 += c * (v - u[i]) / mu_in[i]
-                    s += cc
-                elif v < l[i] or (v == l[i] and c < 0):
-                    d0 += c * (v - l[i]) / mu_in[i]
-                    s += cc
-                # breakpoints strictly after 0 where v + alpha c crosses a finite bound
-                if u[i] < INFINITY:
-                    t = (u[i] - v) / c
-                    if t > 0:
-                        bps[nb].t = t
-                        # crossing u: entering (c < 0) removes slope, leaving (c > 0) adds it
-                        bps[nb].dslope = cc if c > 0 else -cc
-                        nb += 1
-                if l[i] > -INFINITY:
-                    t = (l[i] - v) / c
-                    if t > 0:
-                        bps[nb].t = t
-                        bps[nb].dslope = cc if c < 0 else -cc
-                        nb += 1
-            if d0 >= 0:
-                alpha = -1.0
-            else:
-                qsort(bps, nb, sizeof(Breakpoint), _cmp_bp)
-                tprev = 0.0
-                r = d0
-                alpha = -2.0
-                for i in range(nb):
-                    t = bps[i].t
-                    v = r + s * (t - tprev)
-                    if v >= 0 and s > 0:
-                        alpha = tprev - r / s
-                        break
-                    r = v
-                    tprev = t
-                    s += bps[i].dslope
-                if alpha == -2.0:
-                    if s > 0:
-                        alpha = tprev - r / s
-                    else:
-                        alpha = INFINITY
-    finally:
-        free(bps)
-    if alpha == -1.0:
-        return float("nan"), s, d0
+    with nogil:
+        for i in range(p):
+            _ls_row(w[i], cd[i], l[i], u[i], mu_in[i], &d0, &s, bps, &nb)
+        alpha = _ls_search(d0, &s, bps, nb)
+    free(bps)
     return alpha, s, d0
 
 
 # ---------------------------------------------------------------------------------------------
 # Residuals on the unscaled problem
 # ---------------------------------------------------------------------------------------------
+
+cdef void _csc_matvec_t(const index_t[::1] ptr, const index_t[::1] idx, const double[::1] val,
+                        const double[::1] v, double[::1] out) noexcept nogil:
+    """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
+    cdef Py_ssize_t j, k
+    cdef double vj
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for j in range(ptr.shape[0] - 1):
+        vj = v[j]
+        for k in range(ptr[j], ptr[j + 1]):
+            out[idx[k]] += val[k] * vj
+
+
+def problem_residuals(const index_t[::1] Hp, const index_t[::1] Hi, const double[::1] Hx,
+                      const index_t[::1] Ap, const index_t[::1] Ai, const double[::1] Ax,
+                      const index_t[::1] Cp, const index_t[::1] Ci, const double[::1] Cx,
+                      const double[::1] g, const double[::1] b, const double[::1] l,
+                      const double[::1] u, const double[::1] x, const double[::1] y,
+                      const double[::1] z):
+    """The unscaled residuals of :meth:`sparseqp.problem.Problem.residuals`, bitwise.
+
+    H (n x n), A (m x n), C (p x n) are the problem's CSC matrices; x (n,), y (m,), z (p,).
+    Returns (Ax (m,), Cx (p,), Hx (n,), prim, dual) with prim = max(|Ax - b|, |Cx - clip(Cx,
+    l, u)|) and dual = |Hx + g + A'y + C'z| (infinity norms, nan handled as there).
+    """
+    cdef Py_ssize_t n = Hp.shape[0] - 1, m = b.shape[0], p = l.shape[0], i, k
+    ax_a, cx_a, hx_a = np.empty(m), np.empty(p), np.empty(n)
+    cdef double[::1] ax = ax_a, cx = cx_a, hx = hx_a
+    cdef double rp = 0.0, rd = 0.0, v, c, s, t
+    with nogil:
+        _csc_matvec_t(Ap, Ai, Ax, x, ax)
+        _csc_matvec_t(Cp, Ci, Cx, x, cx)
+        _csc_matvec_t(Hp, Hi, Hx, x, hx)
+        # Python's max(rp, np.max(...)): a nan part leaves rp as it was
+        if m:
+            v = 0.0
+            for i in range(m):
+                v = _nanmax(v, fabs(ax[i] - b[i])) if i else fabs(ax[i] - b[i])
+            rp = v if v > rp else rp
+        if p:
+            v = 0.0
+            for i in range(p):
+                # np.clip = minimum(maximum(cx, l), u), nan-propagating
+                c = cx[i]
+                if c != c or l[i] != l[i]:
+                    c = NAN
+                elif c < l[i]:
+                    c = l[i]
+                if c != c or u[i] != u[i]:
+                    c = NAN
+                elif c > u[i]:
+                    c = u[i]
+                t = fabs(cx[i] - c)
+                v = _nanmax(v, t) if i else t
+            rp = v if v > rp else rp
+        for i in range(n):
+            s = hx[i] + g[i]
+            if m:
+                t = 0.0
+                for k in range(Ap[i], Ap[i + 1]):
+                    t += Ax[k] * y[Ai[k]]
+                s = s + t
+            if p:
+                t = 0.0
+                for k in range(Cp[i], Cp[i + 1]):
+                    t += Cx[k] * z[Ci[k]]
+                s = s + t
+            rd = _nanmax(rd, fabs(s)) if i else fabs(s)
+    return ax_a, cx_a, hx_a, rp, rd
+
 
 def box_residual_inf(const double[::1] v, const double[::1] l, const double[::1] u,
                      const double[::1] scale):
@@ -389,3 +662,378 @@ def sym_upper_matvec_add(const index_t[::1] indptr, const index_t[::1] indices,
                     out[i] += v * uj
                     acc += v * u[i]
             out[j] += acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse products into caller buffers, and the fused steps of the ProxALM inner loop
+# ---------------------------------------------------------------------------------------------
+# At n in the hundreds to thousands one scipy sparse product costs ~6 us of dispatch for well
+# under 1 us of arithmetic, and the solver made ~10 of them plus ~30 numpy temporaries per Newton
+# step: Python overhead, not factorizations, dominated small and medium solves.
+#
+# Every product here repeats scipy's summation order: a CSR product is a gather starting from
+# 0.0 (csr_matvec), a CSC product a scatter into a zeroed vector (csc_matvec), and fused sums add
+# each complete product to the running vector in the order the numpy expressions did. The
+# results are bitwise those of the scipy/numpy code they replace, so the iterates (and the
+# iteration and factorization counts) do not depend on which computed them.
+
+cdef inline double _row_dot(const long long[::1] ptr, const long long[::1] idx,
+                            const double[::1] val, Py_ssize_t i, const double[::1] v) noexcept nogil:
+    """Row i of a CSR matrix times v (scipy's csr_matvec order)."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0
+    for k in range(ptr[i], ptr[i + 1]):
+        s += val[k] * v[idx[k]]
+    return s
+
+
+cdef inline void _csc_matvec(const long long[::1] ptr, const long long[::1] idx,
+                             const double[::1] val, const double[::1] v,
+                             double[::1] out) noexcept nogil:
+    """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
+    cdef Py_ssize_t j, k
+    cdef double vj
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for j in range(ptr.shape[0] - 1):
+        vj = v[j]
+        for k in range(ptr[j], ptr[j + 1]):
+            out[idx[k]] += val[k] * vj
+
+
+def _as_values(a):
+    # the data arrays are views: in-place changes of the matrices' values are seen
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+cdef class SparseOps:
+    """The scaled matrices of a problem for products into caller buffers.
+
+    H (n x n, symmetric with both triangles stored) as CSC; A (m x n) and C (p x n) as CSR
+    (rows: A v, C v) and as CSC, i.e. the CSR of their transposes (A' w, C' w). Each matrix is
+    a tuple (indptr, indices, data) of int64, int64, float64 arrays, kept as given (no copies:
+    in-place changes of the values are seen).
+    """
+    cdef readonly Py_ssize_t n, m, p
+    cdef const long long[::1] Hp, Hi, Ap, Ai, Atp, Ati, Cp, Ci, Ctp, Cti
+    cdef const double[::1] Hv, Av, Atv, Cv, Ctv
+    cdef object _args
+
+    def __init__(self, Py_ssize_t n, Py_ssize_t m, Py_ssize_t p, h_csc, a_csr, a_csc, c_csr,
+                 c_csc):
+        self._args = (n, m, p, h_csc, a_csr, a_csc, c_csr, c_csc)
+        self.n, self.m, self.p = n, m, p
+        self.Hp, self.Hi, self.Hv = h_csc
+        self.Ap, self.Ai, self.Av = a_csr
+        self.Atp, self.Ati, self.Atv = a_csc
+        self.Cp, self.Ci, self.Cv = c_csr
+        self.Ctp, self.Cti, self.Ctv = c_csc
+
+    def __reduce__(self):
+        return SparseOps, self._args
+
+
+cdef class Workspace:
+    """Preallocated vectors and the fused kernels of one ProxALM run.
+
+    Holds the scaled problem's operators (:class:`SparseOps`), its b (m,), l, u (p,), g (n,), the
+    dual unscaling (n,), and the point quantities of the current inner iterate, exposed as numpy
+    arrays that the kernels overwrite: ``Ax`` (m,), ``Cx`` (p,), ``y`` (m,), ``z`` (p,),
+    ``active`` (p, int8), ``Hx``, ``smooth``, ``grad`` (n,).
+    """
+    cdef Py_ssize_t n, m, p
+    cdef const long long[::1] Hp, Hi, Ap, Ai, Atp, Ati, Cp, Ci, Ctp, Cti
+    cdef const double[::1] Hv, Av, Atv, Cv, Ctv
+    cdef const double[::1] b, l, u, g, dual_unscale
+    cdef readonly object Ax, Cx, y, z, active, Hx, smooth, grad
+    cdef double[::1] ax, cx, yv, zv, hx, sm, gr
+    cdef signed char[::1] act
+    # scratch of the line search and the reduced matvec
+    cdef double[::1] hd, t_eq, t_in, tn
+    cdef Breakpoint* bps
+
+    def __cinit__(self):
+        self.bps = NULL
+
+    def __init__(self, SparseOps op, b, l, u, g, dual_unscale):
+        n, m, p = op.n, op.m, op.p
+        self.Hp, self.Hi, self.Hv = op.Hp, op.Hi, op.Hv
+        self.Ap, self.Ai, self.Av = op.Ap, op.Ai, op.Av
+        self.Atp, self.Ati, self.Atv = op.Atp, op.Ati, op.Atv
+        self.Cp, self.Ci, self.Cv = op.Cp, op.Ci, op.Cv
+        self.Ctp, self.Cti, self.Ctv = op.Ctp, op.Cti, op.Ctv
+        self.n, self.m, self.p = n, m, p
+        self.b, self.l, self.u = _as_values(b), _as_values(l), _as_values(u)
+        self.g, self.dual_unscale = _as_values(g), _as_values(dual_unscale)
+        self.Ax, self.Cx, self.y, self.z = np.zeros(m), np.zeros(p), np.zeros(m), np.zeros(p)
+        self.active = np.zeros(p, dtype=np.int8)
+        self.Hx, self.smooth, self.grad = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.ax, self.cx, self.yv, self.zv = self.Ax, self.Cx, self.y, self.z
+        self.act = self.active
+        self.hx, self.sm, self.gr = self.Hx, self.smooth, self.grad
+        self.hd, self.t_eq, self.t_in, self.tn = np.zeros(n), np.zeros(m), np.zeros(p), np.zeros(n)
+        self.bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
+        if self.bps == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.bps)
+
+    def inner_point(self, const double[::1] x, const double[::1] xe, const double[::1] ye,
+                    const double[::1] ze, double rho, const double[::1] mu_eq,
+                    const double[::1] mu_in, const signed char[::1] active_ref):
+        """Evaluate the inner problem at x (all vectors scaled; x, xe (n,), ye, mu_eq (m,),
+        ze, mu_in (p,)).
+
+        Fills Ax, Cx, y = ye + (Ax - b) / mu_eq, z and active (as :func:`inner_multipliers`),
+        Hx, smooth = Hx + g + rho (x - xe) and grad = smooth + A'y + C'z. Returns
+        (n_changed, gnorm): rows whose activity differs from active_ref, and
+        max_i |grad_i * dual_unscale_i|.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p, n_changed = 0
+        cdef double w, s, gn = 0.0
+        cdef signed char a
+        with nogil:
+            for i in range(m):
+                s = _row_dot(self.Ap, self.Ai, self.Av, i, x)
+                self.ax[i] = s
+                self.yv[i] = ye[i] + (s - self.b[i]) / mu_eq[i]
+            for i in range(p):
+                s = _row_dot(self.Cp, self.Ci, self.Cv, i, x)
+                self.cx[i] = s
+                w = s + mu_in[i] * ze[i]
+                if w > self.u[i]:
+                    self.zv[i] = (w - self.u[i]) / mu_in[i]
+                    a = 1
+                elif w < self.l[i]:
+                    self.zv[i] = (w - self.l[i]) / mu_in[i]
+                    a = -1
+                else:
+                    self.zv[i] = 0.0
+                    a = 0
+                self.act[i] = a
+                if (a != 0) != (active_ref[i] != 0):
+                    n_changed += 1
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, self.hx)
+            for i in range(n):
+                s = (self.hx[i] + self.g[i]) + rho * (x[i] - xe[i])
+                self.sm[i] = s
+                if m:
+                    s = s + _row_dot(self.Atp, self.Ati, self.Atv, i, self.yv)
+                if p:
+                    s = s + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.zv)
+                self.gr[i] = s
+                s = fabs(s * self.dual_unscale[i])
+                if s > gn:
+                    gn = s
+        return n_changed, gn
+
+    def line_search(self, const double[::1] dx, double rho, const double[::1] mu_eq,
+                    const double[::1] mu_in, const double[::1] ze):
+        """Exact line search along dx (n,) from the point of the last :meth:`inner_point`
+        (its smooth, y, Cx; ze (p,) the prox center of z).
+
+        Returns (alpha, dHd, dd): alpha as :func:`exact_linesearch` (nan: not a descent
+        direction, inf: unbounded), dHd = dx'H dx and dd = dx'dx for the caller's curvature
+        test.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p, nb = 0
+        cdef double dHd = 0.0, dd = 0.0, lin = 0.0, wq = 0.0, wy = 0.0, s, quad, alpha, d0
+        with nogil:
+            _csc_matvec(self.Hp, self.Hi, self.Hv, dx, self.hd)
+            for i in range(n):
+                dHd += dx[i] * self.hd[i]
+            for i in range(n):
+                dd += dx[i] * dx[i]
+            quad = dHd + rho * dd
+            for i in range(n):
+                lin += dx[i] * self.sm[i]
+            if m:
+                for i in range(m):
+                    s = _row_dot(self.Ap, self.Ai, self.Av, i, dx)
+                    wq += s * s / mu_eq[i]
+                    wy += s * self.yv[i]
+                quad += wq
+                lin += wy
+            if p:
+                # w = Cx + mu_in ze and cd = C dx, one row at a time
+                d0, s = lin, quad
+                for i in range(p):
+                    _ls_row(self.cx[i] + mu_in[i] * ze[i], _row_dot(self.Cp, self.Ci, self.Cv, i, dx),
+                            self.l[i], self.u[i], mu_in[i], &d0, &s, self.bps, &nb)
+                alpha = _ls_search(d0, &s, self.bps, nb)
+            else:
+                alpha = -lin / quad if (lin < 0 and quad > 0) else NAN
+        return alpha, dHd, dd
+
+    cdef void _matvec(self, const double[::1] v, double rho, const double[::1] mu_eq,
+                      const double[::1] mu_in, const signed char[::1] active,
+                      const double[::1] rhs, double[::1] out) noexcept nogil:
+        # out = M v, or rhs - M v when rhs has length n, for
+        # M = H + rho I + A' M_eq^-1 A + C_J' M_in^-1 C_J, in _reduced_matvec's order
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double s
+        cdef bint sub = rhs.shape[0] == n
+        _csc_matvec(self.Hp, self.Hi, self.Hv, v, self.hd)
+        for i in range(m):
+            self.t_eq[i] = _row_dot(self.Ap, self.Ai, self.Av, i, v) / mu_eq[i]
+        for i in range(p):
+            s = _row_dot(self.Cp, self.Ci, self.Cv, i, v) / mu_in[i]
+            self.t_in[i] = s if active[i] != 0 else 0.0
+        for i in range(n):
+            s = self.hd[i] + rho * v[i]
+            if m:
+                s = s + _row_dot(self.Atp, self.Ati, self.Atv, i, self.t_eq)
+            if p:
+                s = s + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.t_in)
+            out[i] = rhs[i] - s if sub else s
+
+    def reduced_matvec(self, const double[::1] v, double rho, const double[::1] mu_eq,
+                       const double[::1] mu_in, const signed char[::1] active,
+                       double[::1] out):
+        """out = (H + rho I + A' M_eq^-1 A + C_J' M_in^-1 C_J) v, v and out (n,); J = rows with
+        active != 0. Returns v'out."""
+        cdef Py_ssize_t i
+        cdef double s = 0.0
+        cdef const double[::1] no_rhs = self.t_eq[:0]
+        with nogil:
+            self._matvec(v, rho, mu_eq, mu_in, active, no_rhs, out)
+            for i in range(self.n):
+                s += v[i] * out[i]
+        return s
+
+    def residual(self, const double[::1] rhs, const double[::1] v, double rho,
+                 const double[::1] mu_eq, const double[::1] mu_in,
+                 const signed char[::1] active, double[::1] out):
+        """out = rhs - M v with M as in :meth:`reduced_matvec` (all (n,)). Returns |out|_2."""
+        cdef Py_ssize_t i
+        cdef double s = 0.0
+        with nogil:
+            self._matvec(v, rho, mu_eq, mu_in, active, rhs, out)
+            for i in range(self.n):
+                s += out[i] * out[i]
+        return sqrt(s)
+
+    def unscaled_residuals(self, const double[::1] x, const double[::1] y,
+                           const double[::1] z, const double[::1] ax, const double[::1] cx,
+                           const double[::1] E, const double[::1] F):
+        """(prim, dual, prim_scale, dual_scale), unscaled infinity norms at the scaled point
+        x (n,), y (m,), z (p,) with Ax (m,) and Cx (p,); E (m,), F (p,) the row scalings.
+
+        prim = max(|E^-1 (Ax - b)|, |F^-1 (Cx - proj(Cx))|), dual = |s (Hx + g + A'y + C'z)|
+        with s the dual unscaling; the scales are the largest norms of the terms.
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double rp = 0.0, ps = 0.0, rd = 0.0, ds = 0.0, r, s, t, sc
+        with nogil:
+            for i in range(m):
+                r = fabs((ax[i] - self.b[i]) / E[i])
+                rp = r if r > rp else rp
+                r = fabs(ax[i] / E[i])
+                ps = r if r > ps else ps
+                r = fabs(self.b[i] / E[i])
+                ps = r if r > ps else ps
+            for i in range(p):
+                if cx[i] > self.u[i]:
+                    r = (cx[i] - self.u[i]) / F[i]
+                elif cx[i] < self.l[i]:
+                    r = (self.l[i] - cx[i]) / F[i]
+                else:
+                    r = 0.0
+                rp = r if r > rp else rp
+                r = fabs(cx[i] / F[i])
+                ps = r if r > ps else ps
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, self.hd)
+            for i in range(n):
+                sc = self.dual_unscale[i]
+                s = self.hd[i] + self.g[i]
+                r = fabs(self.hd[i] * sc)
+                ds = r if r > ds else ds
+                r = fabs(self.g[i] * sc)
+                ds = r if r > ds else ds
+                if m:
+                    t = _row_dot(self.Atp, self.Ati, self.Atv, i, y)
+                    s = s + t
+                    r = fabs(t * sc)
+                    ds = r if r > ds else ds
+                if p:
+                    t = _row_dot(self.Ctp, self.Cti, self.Ctv, i, z)
+                    s = s + t
+                    r = fabs(t * sc)
+                    ds = r if r > ds else ds
+                r = fabs(s * sc)
+                rd = r if r > rd else rd
+        return rp, rd, ps, ds
+
+    def primal_certificate_test(self, const double[::1] dy_s, const double[::1] dz_s,
+                                const double[::1] E, const double[::1] F, double c,
+                                const double[::1] D):
+        """First test of a primal infeasibility certificate from the scaled dy_s (m,), dz_s (p,).
+
+        With the unscaled dy = E dy_s / c, dz = F dz_s / c and norm = max(|dy|_inf, |dz|_inf)
+        (Python's max of the two), returns (norm, res), res = |D^-1 (A~' E^-1 dy + C~' F^-1 dz)|_inf
+        / norm, the unscaled |A'dy + C'dz|_inf of the normalized direction (nan as np.max has it;
+        not computed, 0, when norm <= 1e-300).
+        """
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double ny = 0.0, nz = 0.0, norm, v, res = 0.0
+        with nogil:
+            for i in range(m):
+                ny = _nanmax(ny, fabs(E[i] * dy_s[i] / c))
+            for i in range(p):
+                nz = _nanmax(nz, fabs(F[i] * dz_s[i] / c))
+            norm = nz if nz > ny else ny
+            if not norm <= 1e-300:
+                for i in range(m):
+                    self.t_eq[i] = (E[i] * dy_s[i] / c) / norm / E[i]
+                for i in range(p):
+                    self.t_in[i] = (F[i] * dz_s[i] / c) / norm / F[i]
+                for i in range(n):
+                    v = 0.0
+                    if m:
+                        v = v + _row_dot(self.Atp, self.Ati, self.Atv, i, self.t_eq)
+                    if p:
+                        v = v + _row_dot(self.Ctp, self.Cti, self.Ctv, i, self.t_in)
+                    res = _nanmax(res, fabs(v / D[i]))
+        return norm, res
+
+    def dual_certificate_test(self, const double[::1] dx_s, const double[::1] D, double c):
+        """First test of a dual infeasibility certificate from the scaled dx_s (n,).
+
+        With the unscaled dx = D dx_s and norm = |dx|_inf, returns (norm, res),
+        res = |H d|_inf (unscaled) for d = dx / norm (nan as np.max has it; 0 when
+        norm <= 1e-300).
+        """
+        cdef Py_ssize_t i, n = self.n
+        cdef double norm = 0.0, res = 0.0
+        with nogil:
+            for i in range(n):
+                norm = _nanmax(norm, fabs(D[i] * dx_s[i]))
+            if not norm <= 1e-300:
+                for i in range(n):
+                    self.tn[i] = (D[i] * dx_s[i]) / norm / D[i]
+                _csc_matvec(self.Hp, self.Hi, self.Hv, self.tn, self.hd)
+                for i in range(n):
+                    res = _nanmax(res, fabs(self.hd[i] / (c * D[i])))
+        return norm, res
+
+    def h_product(self, const double[::1] x):
+        """H x for x (n,), a new array."""
+        out = np.empty(self.n)
+        cdef double[::1] o = out
+        with nogil:
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, o)
+        return out
+
+    def constraint_products(self, const double[::1] x):
+        """(A x (m,), C x (p,)) for x (n,), new arrays."""
+        ax = np.empty(self.m)
+        cx = np.empty(self.p)
+        cdef double[::1] a = ax, c = cx
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.m):
+                a[i] = _row_dot(self.Ap, self.Ai, self.Av, i, x)
+            for i in range(self.p):
+                c[i] = _row_dot(self.Cp, self.Ci, self.Cv, i, x)
+        return ax, cx

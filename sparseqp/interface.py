@@ -211,22 +211,20 @@ class Solver:
         x = sc.unscale_x(state.x)
         y = sc.unscale_y(state.y)
         z = sc.unscale_z(state.z)
-        Ax = p.A @ x
-        Cx = p.C @ x
+        Ax, Cx, Hx, rp, rd = _problem_residuals(p, x, y, z)
         s_eq = Ax - p.b
         s_in = np.empty(p.n_in)
         _kernels.box_violation(Cx, p.l, p.u, s_in)
         if status == Status.SOLVED:
             s_eq = np.zeros(p.n_eq)
             s_in = np.zeros(p.n_in)
-        rp, rd = p.residuals(x, y, z)
         if status == Status.SOLVED_CLOSEST_FEASIBLE:
             rp = 0.0 if not (p.n_eq or p.n_in) else _shifted_primal_res(p, Ax, Cx, s_eq, s_in)
         shift_res = 0.0
         if status == Status.SOLVED_CLOSEST_FEASIBLE:
             v = p.A.T @ s_eq + p.C.T @ s_in
             shift_res = float(np.max(np.abs(v), initial=0.0))
-        fun = 0.5 * float(x @ (p.H @ x)) + float(p.g @ x)
+        fun = 0.5 * float(x @ Hx) + float(p.g @ x)
         if self._with_constant:
             fun += p.constant
         message = status.message
@@ -242,6 +240,18 @@ class Solver:
         return res
 
 
+def _problem_residuals(p, x, y, z):
+    """(A x, C x, H x, prim, dual) of the unscaled problem: ``p.residuals(x, y, z)`` and the
+    products it makes, in one kernel call (scipy's path when the index dtypes differ)."""
+    mats = (p.H, p.A, p.C)
+    if len({M.indptr.dtype for M in mats} | {M.indices.dtype for M in mats}) == 1:
+        return _kernels.problem_residuals(p.H.indptr, p.H.indices, p.H.data, p.A.indptr,
+                                          p.A.indices, p.A.data, p.C.indptr, p.C.indices,
+                                          p.C.data, p.g, p.b, p.l, p.u, x, y, z)
+    rp, rd = p.residuals(x, y, z)
+    return p.A @ x, p.C @ x, p.H @ x, rp, rd
+
+
 def _check_convexity(H):
     """Raise ValueError when H has a clearly negative eigenvalue.
 
@@ -255,18 +265,18 @@ def _check_convexity(H):
     if H.nnz == 0:
         return
     scale = float(np.max(np.abs(H.data)))
-    coo = H.tocoo()
-    off = coo.row != coo.col
-    if not np.any(off & (coo.data != 0)):
+    delta = 1e-9 * scale
+    # one pass instead of scipy's triu + eye + sum (most of the check's time at small n)
+    offdiag, up, ui, ux = _kernels.upper_shifted(H.indptr, H.indices, H.data, delta)
+    if not offdiag:
         d = H.diagonal()
         if np.any(d < -1e-12 * scale):
             i = int(np.argmin(d))
             raise ValueError(f"H is not positive semidefinite: H[{i},{i}] = {d[i]!r} < 0")
         return
-    delta = 1e-9 * scale
-    Hu = sp.triu(H, format="csc") + delta * sp.eye(H.shape[0], format="csc")
+    Hu = sp.csc_matrix((ux, ui, up), shape=H.shape)
     try:
-        D = qdldl.Solver(Hu.tocsc(), upper=True).factors()[1]
+        D = qdldl.Solver(Hu, upper=True).factors()[1]
     except Exception:  # zero pivot: singular even after the shift, so not PSD + delta I
         raise ValueError("H is not positive semidefinite (its LDL' factorization broke down)") from None
     if np.any(D < 0):

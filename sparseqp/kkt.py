@@ -17,6 +17,7 @@ Column layout (all columns end with their diagonal entry):
 """
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 import qdldl
@@ -40,31 +41,57 @@ class ScaledProblem:
     """
 
     def __init__(self, problem: Problem, ruiz_iter: int):
-        self.n, self.m, self.p = problem.n, problem.n_eq, problem.n_in
-        H = problem.H.copy()
-        A = problem.A.copy()
-        C = problem.C.copy()
-        D, E, F = np.ones(self.n), np.ones(self.m), np.ones(self.p)
+        self.n, self.m, self.p = n, m, p = problem.n, problem.n_eq, problem.n_in
+        # Raw arrays, not scipy matrices: building the half dozen scipy objects (copies, tocsr,
+        # transposes) cost more than the rest of the setup at small n. The scipy views below are
+        # made on first use, over these same arrays.
+        H, A, C = problem.H, problem.A, problem.C
+        h = (_idx(H.indptr), _idx(H.indices), np.array(H.data, dtype=np.float64))
+        a = (_idx(A.indptr), _idx(A.indices), np.array(A.data, dtype=np.float64))
+        c_ = (_idx(C.indptr), _idx(C.indices), np.array(C.data, dtype=np.float64))
+        D, E, F = np.ones(n), np.ones(m), np.ones(p)
         if ruiz_iter > 0:
-            _kernels.ruiz_equilibrate(_idx(H.indptr), _idx(H.indices), H.data,
-                                      _idx(A.indptr), _idx(A.indices), A.data,
-                                      _idx(C.indptr), _idx(C.indices), C.data,
-                                      D, E, F, ruiz_iter)
+            _kernels.ruiz_equilibrate(*h, *a, *c_, D, E, F, ruiz_iter)
         g = D * problem.g
-        c = self._cost_scale(H, g) if ruiz_iter > 0 else 1.0
-        H.data *= c
+        c = self._cost_scale(h[0], h[2], n, g) if ruiz_iter > 0 else 1.0
+        hx = h[2]
+        hx *= c
         self.c, self.D, self.E, self.F = c, D, E, F
-        self.H = H
         self.g = c * g
-        self.A = A.tocsr()
-        self.At = A.T  # the CSC of A is the CSR of A'
-        self.C = C.tocsr()
-        self.Ct = C.T
+        #: (indptr, indices, data) of H (CSC), A and C (CSC = the CSR of the transpose, and CSR)
+        self.h_csc, self.a_csc, self.c_csc = h, a, c_
+        self.a_csr = _kernels.csc_to_csr(*a, m)
+        self.c_csr = _kernels.csc_to_csr(*c_, p)
+        # shared by the copies below: the matrices are
+        self.ops = _kernels.SparseOps(n, m, p, h, self.a_csr, a, self.c_csr, c_)
         self.b = E * problem.b
         self.l = F * problem.l
         self.u = F * problem.u
         # shared by copies with other b, l, u: the KKT values only depend on H, A, C
         self.values_key = object()
+
+    # scipy views of the scaled matrices (same arrays), for the less frequent paths
+    @functools.cached_property
+    def H(self):
+        return sp.csc_matrix(self.h_csc[::-1], shape=(self.n, self.n))
+
+    @functools.cached_property
+    def A(self):
+        return sp.csr_matrix(self.a_csr[::-1], shape=(self.m, self.n))
+
+    @functools.cached_property
+    def At(self):
+        """A' as CSR: the arrays of A's CSC."""
+        return sp.csr_matrix(self.a_csc[::-1], shape=(self.n, self.m))
+
+    @functools.cached_property
+    def C(self):
+        return sp.csr_matrix(self.c_csr[::-1], shape=(self.p, self.n))
+
+    @functools.cached_property
+    def Ct(self):
+        """C' as CSR: the arrays of C's CSC."""
+        return sp.csr_matrix(self.c_csc[::-1], shape=(self.n, self.p))
 
     def with_rhs(self, problem: Problem):
         """Copy for new b, l, u of the same matrices and g: the scaling (which depends only on
@@ -87,11 +114,11 @@ class ScaledProblem:
         return out
 
     @staticmethod
-    def _cost_scale(H, g):
-        colmax = np.zeros(H.shape[0])
-        if H.nnz:
-            colmax = np.maximum.reduceat(np.abs(H.data), H.indptr[:-1][np.diff(H.indptr) > 0])
-            mean_col = float(np.sum(colmax)) / max(H.shape[0], 1)
+    def _cost_scale(indptr, data, n, g):
+        """From H's CSC indptr and data (n columns) and g."""
+        if data.size:
+            colmax = np.maximum.reduceat(np.abs(data), indptr[:-1][np.diff(indptr) > 0])
+            mean_col = float(np.sum(colmax)) / max(n, 1)
         else:
             mean_col = 0.0
         gmax = float(np.max(np.abs(g))) if g.size else 0.0
@@ -141,55 +168,29 @@ class KKTSystem:
     # pattern -------------------------------------------------------------------------------
     def _build_pattern(self, sc: ScaledProblem):
         n, m, p = self.n, self.m, self.p
-        H = sc.H
-        cols = np.repeat(np.arange(n), np.diff(H.indptr))
-        rows = H.indices
-        strict = rows < cols
-        self._h_strict = np.flatnonzero(strict)
-        self._h_diag = np.flatnonzero(rows == cols)
-        self._h_diag_col = cols[self._h_diag]
-        s_cols = cols[strict]
-        s_count = np.bincount(s_cols, minlength=n)
-        s_ptr = np.concatenate(([0], np.cumsum(s_count)))
-        nnz_s = int(s_ptr[-1])
-        self._hs_pos = np.arange(nnz_s) + s_cols
-        self._hd_pos = s_ptr[1:] + np.arange(n)
-        base_a = nnz_s + n
-        A, C = sc.A, sc.C
-        a_rows = np.repeat(np.arange(m), np.diff(A.indptr))
-        self._a_pos = base_a + np.arange(A.nnz) + a_rows
-        self._ad_pos = base_a + A.indptr[1:] + np.arange(m)
-        base_c = base_a + A.nnz + m
-        self._base_c = base_c
-        self._c_rowptr = _idx(C.indptr)
-        c_rows = np.repeat(np.arange(p), np.diff(C.indptr))
-        c_pos = base_c + np.arange(C.nnz) + c_rows
-        self._cd_pos = base_c + C.indptr[1:] + np.arange(p)
-        total = base_c + C.nnz + p
-        indptr = np.concatenate((s_ptr + np.arange(n + 1),
-                                 base_a + A.indptr[1:] + np.arange(1, m + 1),
-                                 base_c + C.indptr[1:] + np.arange(1, p + 1)))
-        indices = np.empty(total, dtype=np.int64)
-        indices[self._hs_pos] = rows[strict]
-        indices[self._hd_pos] = np.arange(n)
-        indices[self._a_pos] = A.indices
-        indices[self._ad_pos] = n + np.arange(m)
-        indices[c_pos] = C.indices
-        indices[self._cd_pos] = n + m + np.arange(p)
+        pat = _kernels.kkt_pattern(*sc.h_csc[:2], *sc.a_csr[:2], *sc.c_csr[:2])
+        self._h_strict, self._hs_pos = pat["h_strict"], pat["hs_pos"]
+        self._h_diag, self._h_diag_col = pat["h_diag"], pat["h_diag_col"]
+        self._hd_pos, self._ad_pos, self._cd_pos = pat["hd_pos"], pat["ad_pos"], pat["cd_pos"]
+        self._a_pos = pat["a_pos"]
+        self._base_c = pat["base_c"]
+        self._c_rowptr = sc.c_csr[0]
         N = n + m + p
         self.N = N
-        self.data = np.zeros(total)
-        self.K = sp.csc_matrix((self.data, indices, indptr.astype(np.int64)), shape=(N, N))
+        self._rhs_x = np.zeros(N)
+        self.data = np.zeros(pat["indices"].shape[0])
+        self.K = sp.csc_matrix((self.data, pat["indices"], pat["indptr"]), shape=(N, N))
         # scipy may convert the index arrays but keeps our data buffer: write through K.data.
         self.data = self.K.data
 
     def set_values(self, sc: ScaledProblem):
         """Load the (scaled) H, A, C values; invalidates the factorization."""
+        h_data, a_data, c_data = sc.h_csc[2], sc.a_csr[2], sc.c_csr[2]
         self._hdiag_vals = np.zeros(self.n)
-        self._hdiag_vals[self._h_diag_col] = sc.H.data[self._h_diag]
-        self.data[self._hs_pos] = sc.H.data[self._h_strict]
-        self.data[self._a_pos] = sc.A.data
-        self._c_data = np.ascontiguousarray(sc.C.data)
+        self._hdiag_vals[self._h_diag_col] = h_data[self._h_diag]
+        self.data[self._hs_pos] = h_data[self._h_strict]
+        self.data[self._a_pos] = a_data
+        self._c_data = c_data
         self.rho = None  # force a refactorization
         self._values_of = sc
 
@@ -210,8 +211,8 @@ class KKTSystem:
         ``mu_eq`` / ``mu_in`` are per-row arrays; callers must pass a new array object whenever
         the values change (identity is how :meth:`matches` detects a change cheaply).
         """
-        self.data[self._hd_pos] = self._hdiag_vals + rho
-        self.data[self._ad_pos] = -mu_eq
+        _kernels.fill_kkt_diagonals(self.data, self._hd_pos, self._hdiag_vals, rho, self._ad_pos,
+                                    mu_eq)
         _kernels.fill_c_block(self.data, self._c_rowptr, self._c_data, self._base_c,
                               active, mu_in)
         if self.solver is None:
@@ -243,6 +244,6 @@ class KKTSystem:
     def solve_x(self, r: np.ndarray) -> np.ndarray:
         """M_f^{-1} r where M_f = H + rho I + A'M_eq^{-1}A + C_J'M_in^{-1}C_J is the Schur
         complement of the factorized K (rhs [r; 0; 0])."""
-        rhs = np.zeros(self.N)
+        rhs = self._rhs_x  # zero beyond n; qdldl does not write into its right-hand side
         rhs[: self.n] = r
         return self.solve(rhs)[: self.n]

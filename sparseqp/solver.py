@@ -110,15 +110,15 @@ class ProxALM:
         self.certificate = None
         self.allow_closest = True
         self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted)
-        p = sc.p
-        self._z = np.zeros(p)
-        self._active = np.zeros(p, dtype=np.int8)
-        self._cd = np.zeros(p)
         # weights that make the scaled penalties equal in the *unscaled* norm (closest mode)
         self._w_eq = sc.E ** 2
         self._w_in = sc.F ** 2
         # maps a scaled dual-residual vector to its unscaled size
         self._dual_unscale = 1.0 / (sc.c * sc.D)
+        # the inner iterate's Ax, Cx, y, z, active, gradient live in its buffers
+        self._ws = _kernels.Workspace(sc.ops, sc.b, sc.l, sc.u, sc.g, self._dual_unscale)
+        self._active = self._ws.active
+        self._r = np.empty(sc.n)
 
     # ---------------------------------------------------------------------------------------
     # residuals
@@ -126,27 +126,7 @@ class ProxALM:
     def _unscaled_residuals(self, x, y, z, Ax, Cx):
         """(prim, dual, prim_scale, dual_scale), unscaled infinity norms."""
         sc = self.sc
-        rp = 0.0
-        ps = 0.0
-        if sc.m:
-            rp = _kernels.scaled_inf_norm(Ax - sc.b, sc.E, True)
-            ps = max(_kernels.scaled_inf_norm(Ax, sc.E, True),
-                     _kernels.scaled_inf_norm(sc.b, sc.E, True))
-        if sc.p:
-            rp = max(rp, _kernels.box_residual_inf(Cx, sc.l, sc.u, sc.F))
-            ps = max(ps, _kernels.scaled_inf_norm(Cx, sc.F, True))
-        Hx = sc.H @ x
-        Aty = sc.At @ y if sc.m else 0.0
-        Ctz = sc.Ct @ z if sc.p else 0.0
-        rd_vec = Hx + sc.g + Aty + Ctz
-        inv = self._dual_unscale
-        rd = _kernels.scaled_inf_norm(rd_vec, inv, False) if sc.n else 0.0
-        ds = max(_kernels.scaled_inf_norm(Hx, inv, False), _kernels.scaled_inf_norm(sc.g, inv, False))
-        if sc.m:
-            ds = max(ds, _kernels.scaled_inf_norm(np.asarray(Aty), inv, False))
-        if sc.p:
-            ds = max(ds, _kernels.scaled_inf_norm(np.asarray(Ctz), inv, False))
-        return rp, rd, ps, ds
+        return self._ws.unscaled_residuals(x, y, z, Ax, Cx, sc.E, sc.F)
 
     def _complementarity(self, z, Cx):
         """max over rows with z_i != 0 of the distance of C_i x to the bound z_i points at
@@ -162,7 +142,7 @@ class ProxALM:
         """(|gap|, scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ + l'[z]_- (0 at a KKT
         point), scale = the largest of its terms. Every scaled term is c times the unscaled one."""
         sc = self.sc
-        terms = [float(x @ (sc.H @ x)), float(sc.g @ x)]
+        terms = [float(x @ self._ws.h_product(x)), float(sc.g @ x)]
         if sc.m:
             terms.append(float(sc.b @ y))
         if sc.p:
@@ -186,35 +166,25 @@ class ProxALM:
     # ---------------------------------------------------------------------------------------
     # Newton direction
     # ---------------------------------------------------------------------------------------
-    def _reduced_matvec(self, v, rho, mu_eq, mu_in, active):
-        sc = self.sc
-        out = sc.H @ v + rho * v
-        if sc.m:
-            out += sc.At @ ((sc.A @ v) / mu_eq)
-        if sc.p:
-            cv = sc.C @ v
-            _kernels.mask_active(cv / mu_in, active, self._cd)
-            out += sc.Ct @ self._cd
-        return out
-
     def _pcg(self, rhs, rho, mu_eq, mu_in, active, max_iter):
         """Solve the reduced Newton system with the stale factorization as preconditioner.
 
         Returns the solution or None when it did not converge within max_iter.
         """
-        kkt = self.kkt
+        kkt, ws = self.kkt, self._ws
         x = kkt.solve_x(rhs)
-        r = rhs - self._reduced_matvec(x, rho, mu_eq, mu_in, active)
+        r = np.empty(self.sc.n)
+        rn = ws.residual(rhs, x, rho, mu_eq, mu_in, active, r)
         tol = 1e-10 * max(_kernels.norm2(rhs), 1e-300)
-        if _kernels.norm2(r) <= tol:
+        if rn <= tol:
             return x
         zv = kkt.solve_x(r)
         d = zv.copy()
         rz = _kernels.dot(r, zv)
+        Md = np.empty(self.sc.n)
         for _ in range(max_iter):
             self.n_pcg += 1
-            Md = self._reduced_matvec(d, rho, mu_eq, mu_in, active)
-            dMd = _kernels.dot(d, Md)
+            dMd = ws.reduced_matvec(d, rho, mu_eq, mu_in, active, Md)
             if not dMd > 0:
                 return None
             a = rz / dMd
@@ -247,9 +217,9 @@ class ProxALM:
         dx = kkt.solve_x(rhs)
         target = 1e-12 * max(_kernels.norm2(rhs), 1e-300)
         prev = np.inf
+        r = self._r
         for _ in range(3):
-            r = rhs - self._reduced_matvec(dx, rho, mu_eq, mu_in, active)
-            rn = _kernels.norm2(r)
+            rn = self._ws.residual(rhs, dx, rho, mu_eq, mu_in, active, r)
             if rn <= target or rn >= 0.5 * prev:
                 break
             prev = rn
@@ -284,49 +254,37 @@ class ProxALM:
     # ---------------------------------------------------------------------------------------
     def _inner(self, x, xe, ye, ze, rho, mu_eq, mu_in, eps_in):
         """Approximately minimize the proximal AL; returns (x, y, z, Ax, Cx, converged)."""
-        sc, kkt = self.sc, self.kkt
-        z, active = self._z, self._active
+        kkt, ws = self.kkt, self._ws
+        active = ws.active
         stall = 0
         floor_hits, g_prev = 0, np.inf
         for _ in range(self.st.max_iter_in):
-            Ax = sc.A @ x if sc.m else np.zeros(0)
-            Cx = sc.C @ x if sc.p else np.zeros(0)
-            y = ye + (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
-            n_changed = 0
-            if sc.p:
-                _, n_changed = _kernels.inner_multipliers(Cx, ze, mu_in, sc.l, sc.u, z, active,
-                                                          kkt.active)
-            Hx = sc.H @ x
-            smooth = Hx + sc.g + rho * (x - xe)
-            grad = smooth.copy()
-            if sc.m:
-                grad += sc.At @ y
-            if sc.p:
-                grad += sc.Ct @ z
+            # Ax, Cx, y, z, active, smooth and grad of x into ws's buffers
+            n_changed, gnorm = ws.inner_point(x, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
             # eps_in is a tolerance on the unscaled gradient, like the dual residual
-            gnorm = _kernels.scaled_inf_norm(grad, self._dual_unscale, False)
             if gnorm <= eps_in:
-                return x, y, z.copy(), Ax, Cx, True
+                return self._inner_result(x, True)
             # On a fixed active set the merit is quadratic and one Newton step is exact: a
             # gradient that no longer halves there is the rounding floor of the linear algebra.
             if n_changed == 0 and gnorm > 0.5 * g_prev:
                 floor_hits += 1
                 if floor_hits >= 3:
-                    return x, y, z.copy(), Ax, Cx, False
+                    return self._inner_result(x, False)
             g_prev = gnorm
 
             if self.deadline is not None and time.perf_counter() > self.deadline:
-                return x, y, z.copy(), Ax, Cx, False
+                return self._inner_result(x, False)
+            grad = ws.grad
             dx = self._newton_direction(grad, rho, mu_eq, mu_in, active, n_changed)
             self.n_newton += 1
-            alpha = self._line_search(x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in)
+            alpha = self._line_search(dx, rho, mu_eq, mu_in, ze)
             if alpha is None:
                 # not a descent direction: rounding in an inexact step. Refactorize and retry.
                 self._factorize(rho, mu_eq, mu_in, active)
                 dx = kkt.solve_x(-grad)
-                alpha = self._line_search(x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in)
+                alpha = self._line_search(dx, rho, mu_eq, mu_in, ze)
                 if alpha is None:
-                    return x, y, z.copy(), Ax, Cx, False
+                    return self._inner_result(x, False)
             step = alpha * _kernels.inf_norm(dx)
             x = x + alpha * dx
             # rounding floor of an ill-conditioned system: steps that no longer move x
@@ -336,33 +294,21 @@ class ProxALM:
                     break
             else:
                 stall = 0
-        Ax = sc.A @ x if sc.m else np.zeros(0)
-        Cx = sc.C @ x if sc.p else np.zeros(0)
-        y = ye + (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
-        if sc.p:
-            _kernels.inner_multipliers(Cx, ze, mu_in, sc.l, sc.u, z, active, kkt.active)
-        return x, y, z.copy(), Ax, Cx, False
+        ws.inner_point(x, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
+        return self._inner_result(x, False)
 
-    def _line_search(self, x, dx, Hx, smooth, y, Cx, ze, rho, mu_eq, mu_in):
-        sc = self.sc
-        Hdx = sc.H @ dx
-        dHd = _kernels.dot(dx, Hdx)
-        dd = _kernels.dot(dx, dx)
+    def _inner_result(self, x, converged):
+        # copies: the caller keeps them as prox centers while the buffers move on
+        ws = self._ws
+        return x, ws.y.copy(), ws.z.copy(), ws.Ax.copy(), ws.Cx.copy(), converged
+
+    def _line_search(self, dx, rho, mu_eq, mu_in, ze):
+        """Exact step along dx from the point of the last inner_point; None when dx is not a
+        descent direction."""
+        alpha, dHd, dd = self._ws.line_search(dx, rho, mu_eq, mu_in, ze)
         if dHd < -1e-10 * max(1.0, dd):
             raise _NonConvex(f"negative curvature d'Hd = {dHd:.3g} found: H is not positive "
                              "semidefinite (non-convex problem)")
-        quad = dHd + rho * dd
-        lin = _kernels.dot(dx, smooth)
-        if sc.m:
-            Adx = sc.A @ dx
-            quad += _kernels.dot_weighted(Adx, Adx, mu_eq)
-            lin += _kernels.dot(Adx, y)
-        if sc.p:
-            w = Cx + mu_in * ze
-            cd = sc.C @ dx
-            alpha, _, _ = _kernels.exact_linesearch(quad, lin, w, cd, sc.l, sc.u, mu_in)
-        else:
-            alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
         if math.isnan(alpha):
             return None
         if math.isinf(alpha):
@@ -374,13 +320,17 @@ class ProxALM:
     # ---------------------------------------------------------------------------------------
     def _primal_certificate(self, dy_s, dz_s):
         sc = self.sc
+        eps = self.st.eps_infeas
+        # the usual outcome, |A'dy + C'dz| > eps, in one kernel call; the same numbers as below
+        norm, res = self._ws.primal_certificate_test(dy_s, dz_s, sc.E, sc.F, sc.c, sc.D)
+        if norm <= 1e-300 or res > eps:
+            return None
         dy = sc.unscale_y(dy_s)
         dz = sc.unscale_z(dz_s)
         norm = max(np.max(np.abs(dy), initial=0.0), np.max(np.abs(dz), initial=0.0))
         if norm <= 1e-300:
             return None
         dy, dz = dy / norm, dz / norm
-        eps = self.st.eps_infeas
         # A'dy + C'dz (unscaled) = D^{-1} (A~' E^{-1} dy + C~' F^{-1} dz)
         v = np.zeros(sc.n)
         if sc.m:
@@ -416,13 +366,17 @@ class ProxALM:
 
     def _dual_certificate(self, dx_s):
         sc = self.sc
+        eps = self.st.eps_infeas
+        # the usual outcome, |Hd| > eps, in one kernel call; the same numbers as below
+        norm, res = self._ws.dual_certificate_test(dx_s, sc.D, sc.c)
+        if norm <= 1e-300 or res > eps:
+            return None
         dx = sc.unscale_x(dx_s)
         norm = np.max(np.abs(dx), initial=0.0)
         if norm <= 1e-300:
             return None
         d = dx / norm
         ds = d / sc.D  # scaled direction of the unit unscaled one
-        eps = self.st.eps_infeas
         Hd = (sc.H @ ds) / (sc.c * sc.D)
         if np.max(np.abs(Hd), initial=0.0) > eps:
             return None
@@ -473,8 +427,7 @@ class ProxALM:
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
-        Ax = sc.A @ x if sc.m else np.zeros(0)
-        Cx = sc.C @ x if sc.p else np.zeros(0)
+        Ax, Cx = self._ws.constraint_products(x)
         for it in range(st.max_iter):
             self.nit = it + 1
             x, y, z, Ax, Cx, _ = self._inner(x, xe, ye, ze, rho, mu_eq, mu_in, eps_in)
@@ -587,8 +540,7 @@ class ProxALM:
             self.n_pcg += sub.n_pcg
             self.nit += sub.nit
             if st == Status.SOLVED:
-                Ax = sc.A @ state.x if sc.m else np.zeros(0)
-                Cx = sc.C @ state.x if sc.p else np.zeros(0)
+                Ax, Cx = self._ws.constraint_products(state.x)
                 rp, _, ps, _ = self._unscaled_residuals(state.x, state.y, state.z, Ax, Cx)
                 if rp <= self.st.eps_abs + self.st.eps_rel * ps:
                     return Status.SOLVED, state  # the shift vanished: it was consistent
@@ -597,8 +549,7 @@ class ProxALM:
             if st in (Status.TIME_LIMIT_REACHED, Status.NUMERICAL_ERROR):
                 return st, state
             x = state.x
-            Ax = sc.A @ x if sc.m else np.zeros(0)
-            Cx = sc.C @ x if sc.p else np.zeros(0)
+            Ax, Cx = self._ws.constraint_products(x)
         return None, None
 
     def _inner_tolerance(self, rp, rd, tol_p, tol_d):
