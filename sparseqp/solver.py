@@ -42,6 +42,7 @@ _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to 
 _PCG_ITER_COST = 3.0
 _GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
 _SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
+_PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 
 
 class _Stall:
@@ -465,7 +466,7 @@ class ProxALM:
         closest = False
         xe, ye, ze = x.copy(), y.copy(), z.copy()
         eps_in = 1e-1
-        rp_prev = math.inf
+        rp_prev = rd_prev = math.inf
         merit_stall = _Stall(_STALL_ITERS, gain=0.99)
         dual_stall = _Stall(_DUAL_STALL_ITERS)
         gap_stall = _Stall(_GAP_STALL_ITERS)
@@ -550,6 +551,12 @@ class ProxALM:
                     break
             # multiplier update and penalty schedule
             ye, ze, xe = y, z, x
+            if (not closest and rp <= tol_p and rd > tol_d and rd > _MU_SHRINK_PROGRESS * rd_prev
+                    and rho * _kernels.scaled_inf_norm(dx, self._dual_unscale, False)
+                    >= _PROX_SHARE * rd):
+                x_ex = self._extrapolate(x, dx, ye, ze, Ax, Cx, mu_eq, mu_in)
+                if x_ex is not None:
+                    x = xe = x_ex
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
                 mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
             if not closest and rp <= tol_p and rd > tol_d:
@@ -558,11 +565,35 @@ class ProxALM:
                     dual_stall.reset(it)
             else:
                 dual_stall.reset(it)
-            rp_prev = rp
+            rp_prev, rd_prev = rp, rd
             # in closest mode the primal residual stays at the shift: drive the dual one
             eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
         state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
         return status, state, info
+
+    def _extrapolate(self, x, dx, ye, ze, Ax, Cx, mu_eq, mu_in):
+        """x moved by dx in the last outer iteration and the dual residual is its proximal
+        term rho dx: x creeps along a direction where the objective is (nearly) flat (degenerate
+        LP-like faces), |dx| ~ |grad| / rho per iteration, until a constraint blocks it. Jump:
+        the exact minimizer of the augmented Lagrangian *without* the proximal term along dx
+        (the kink where blocking rows enter is among its breakpoints). None when that does not
+        move x or is unbounded (left to the infeasibility tests)."""
+        sc = self.sc
+        Hdx = sc.H @ dx
+        quad = _kernels.dot(dx, Hdx)
+        lin = _kernels.dot(dx, sc.H @ x + sc.g)
+        if sc.m:
+            Adx = sc.A @ dx
+            quad += _kernels.dot_weighted(Adx, Adx, mu_eq)
+            lin += _kernels.dot(Adx, ye + (Ax - sc.b) / mu_eq)
+        if sc.p:
+            alpha, _, _ = _kernels.exact_linesearch(quad, lin, Cx + mu_in * ze, sc.C @ dx,
+                                                    sc.l, sc.u, mu_in)
+        else:
+            alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
+        if not (alpha > 0 and math.isfinite(alpha)):
+            return None
+        return x + alpha * dx
 
     def _solve_shifted(self, x, Ax, Cx):
         """Up to three rounds: shift the data by the current shift, solve from x."""
