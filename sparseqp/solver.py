@@ -243,19 +243,24 @@ class ProxALM:
 
     def _refined(self, rhs, rho, mu_eq, mu_in, active):
         """Direct solve with the matching factorization plus iterative refinement: with small
-        penalties the KKT matrix is ill-conditioned and one solve loses digits."""
+        penalties the KKT matrix is ill-conditioned and one solve loses digits. Refined on the
+        full KKT system: its residual in the multiplier rows, e, enters the reduced one as
+        A'e / mu, so at mu ~ 1e-8 refining the reduced system cannot converge."""
         kkt = self.kkt
-        dx = kkt.solve_x(rhs)
+        n = self.sc.n
+        full = np.zeros(kkt.N)
+        full[:n] = rhs
+        sol = kkt.solve(full)
         target = 1e-12 * max(_kernels.norm2(rhs), 1e-300)
         prev = np.inf
         for _ in range(3):
-            r = rhs - self._reduced_matvec(dx, rho, mu_eq, mu_in, active)
+            r = full - kkt.matvec(sol)
             rn = _kernels.norm2(r)
             if rn <= target or rn >= 0.5 * prev:
                 break
             prev = rn
-            dx = dx + kkt.solve_x(r)
-        return dx
+            sol += kkt.solve(r)
+        return sol[:n]
 
     def _newton_direction(self, grad, rho, mu_eq, mu_in, active, n_changed):
         kkt = self.kkt
