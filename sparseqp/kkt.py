@@ -182,6 +182,10 @@ class KKTSystem:
         self.K = sp.csc_matrix((self.data, pat["indices"], pat["indptr"]), shape=(N, N))
         # scipy may convert the index arrays but keeps our data buffer: write through K.data.
         self.data = self.K.data
+        ip, ix = self.K.indptr, self.K.indices
+        if ip.dtype != ix.dtype:
+            ip, ix = ip.astype(np.int64), ix.astype(np.int64)
+        self._K_parts = (np.ascontiguousarray(ip), np.ascontiguousarray(ix))
 
     def set_values(self, sc: ScaledProblem):
         """Load the (scaled) H, A, C values; invalidates the factorization."""
@@ -240,6 +244,12 @@ class KKTSystem:
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         return self.solver.solve(rhs)
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """K v for the matrix of the current factorization (full symmetric K)."""
+        out = np.zeros(self.N)
+        _kernels.sym_upper_matvec_add(self._K_parts[0], self._K_parts[1], self.data, v, out)
+        return out
 
     def solve_x(self, r: np.ndarray) -> np.ndarray:
         """M_f^{-1} r where M_f = H + rho I + A'M_eq^{-1}A + C_J'M_in^{-1}C_J is the Schur

@@ -42,6 +42,7 @@ _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to 
 _PCG_ITER_COST = 3.0
 _GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
 _SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
+_PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 
 
 class _Stall:
@@ -118,7 +119,6 @@ class ProxALM:
         # the inner iterate's Ax, Cx, y, z, active, gradient live in its buffers
         self._ws = _kernels.Workspace(sc.ops, sc.b, sc.l, sc.u, sc.g, self._dual_unscale)
         self._active = self._ws.active
-        self._r = np.empty(sc.n)
 
     # ---------------------------------------------------------------------------------------
     # residuals
@@ -212,19 +212,24 @@ class ProxALM:
 
     def _refined(self, rhs, rho, mu_eq, mu_in, active):
         """Direct solve with the matching factorization plus iterative refinement: with small
-        penalties the KKT matrix is ill-conditioned and one solve loses digits."""
+        penalties the KKT matrix is ill-conditioned and one solve loses digits. Refined on the
+        full KKT system: its residual in the multiplier rows, e, enters the reduced one as
+        A'e / mu, so at mu ~ 1e-8 refining the reduced system cannot converge."""
         kkt = self.kkt
-        dx = kkt.solve_x(rhs)
+        n = self.sc.n
+        full = np.zeros(kkt.N)
+        full[:n] = rhs
+        sol = kkt.solve(full)
         target = 1e-12 * max(_kernels.norm2(rhs), 1e-300)
         prev = np.inf
-        r = self._r
         for _ in range(3):
-            rn = self._ws.residual(rhs, dx, rho, mu_eq, mu_in, active, r)
+            r = full - kkt.matvec(sol)
+            rn = _kernels.norm2(r)
             if rn <= target or rn >= 0.5 * prev:
                 break
             prev = rn
-            dx = dx + kkt.solve_x(r)
-        return dx
+            sol += kkt.solve(r)
+        return sol[:n]
 
     def _newton_direction(self, grad, rho, mu_eq, mu_in, active, n_changed):
         kkt = self.kkt
@@ -318,7 +323,12 @@ class ProxALM:
     # ---------------------------------------------------------------------------------------
     # infeasibility certificates (unscaled)
     # ---------------------------------------------------------------------------------------
-    def _primal_certificate(self, dy_s, dz_s):
+    def _primal_certificate(self, dy_s, dz_s, x_s=None):
+        """Farkas test on (dy, dz): A'dy + C'dz ~ 0 and support b'dy + u'[dz]_+ + l'[dz]_- < 0.
+        Every feasible x has v'x <= support (v = A'dy + C'dz), so a small v only refutes
+        feasibility near the iterates when the support is below -|v_i x_i| summed at the
+        current x_s (scaled): at tiny penalties the shift direction passes the plain test with
+        the iterate's own violation, supp ~ v'x (Maros QPILOTNO: supp -3.5e-6, v'x -3.3e-6)."""
         sc = self.sc
         eps = self.st.eps_infeas
         # the usual outcome, |A'dy + C'dz| > eps, in one kernel call; the same numbers as below
@@ -337,8 +347,10 @@ class ProxALM:
             v += sc.At @ (dy / sc.E)
         if sc.p:
             v += sc.Ct @ (dz / sc.F)
-        if np.max(np.abs(v / sc.D), initial=0.0) > eps:
+        v /= sc.D
+        if np.max(np.abs(v), initial=0.0) > eps:
             return None
+        margin = float(np.sum(np.abs(v * sc.unscale_x(x_s)))) if x_s is not None else 0.0
         l, u = sc.l / sc.F, sc.u / sc.F
         pos, neg = np.maximum(dz, 0.0), np.minimum(dz, 0.0)
         if np.any((pos > eps) & np.isinf(u)) or np.any((neg < -eps) & np.isinf(l)):
@@ -346,11 +358,11 @@ class ProxALM:
         supp = float(dy @ (sc.b / sc.E)) if sc.m else 0.0
         with np.errstate(invalid="ignore"):
             supp += float(np.sum(np.where(pos > 0, u * pos, 0.0)) + np.sum(np.where(neg < 0, l * neg, 0.0)))
-        if supp < -eps:
+        if supp < -eps - margin:
             return {"dy": dy, "dz": dz}
         return None
 
-    def _shift_certificate(self, Ax, Cx, mu_eq, mu_in):
+    def _shift_certificate(self, Ax, Cx, mu_eq, mu_in, x=None):
         """The penalty-weighted constraint shift as a Farkas certificate.
 
         At a minimizer of the penalized infeasibility, (dy, dz) = (M_eq^-1 s_eq, M_in^-1 s_in)
@@ -362,7 +374,7 @@ class ProxALM:
         s_in = np.empty(sc.p)
         _kernels.box_violation(Cx, sc.l, sc.u, s_in)
         dz = s_in / mu_in if sc.p else s_in
-        return self._primal_certificate(dy, dz)
+        return self._primal_certificate(dy, dz, x)
 
     def _dual_certificate(self, dx_s):
         sc = self.sc
@@ -419,7 +431,7 @@ class ProxALM:
         closest = False
         xe, ye, ze = x.copy(), y.copy(), z.copy()
         eps_in = 1e-1
-        rp_prev = math.inf
+        rp_prev = rd_prev = math.inf
         merit_stall = _Stall(_STALL_ITERS, gain=0.99)
         dual_stall = _Stall(_DUAL_STALL_ITERS)
         gap_stall = _Stall(_GAP_STALL_ITERS)
@@ -485,8 +497,8 @@ class ProxALM:
             if not closest:
                 cert = None
                 if (sc.m or sc.p) and rp > tol_p:
-                    cert = (self._shift_certificate(Ax, Cx, mu_eq, mu_in)
-                            or self._primal_certificate(dy, dz))
+                    cert = (self._shift_certificate(Ax, Cx, mu_eq, mu_in, x)
+                            or self._primal_certificate(dy, dz, x))
                 if cert is not None:
                     if st.infeasible == "certificate":
                         self.certificate = cert
@@ -503,6 +515,12 @@ class ProxALM:
                     break
             # multiplier update and penalty schedule
             ye, ze, xe = y, z, x
+            if (not closest and rp <= tol_p and rd > tol_d and rd > _MU_SHRINK_PROGRESS * rd_prev
+                    and rho * _kernels.scaled_inf_norm(dx, self._dual_unscale, False)
+                    >= _PROX_SHARE * rd):
+                x_ex = self._extrapolate(x, dx, ye, ze, Ax, Cx, mu_eq, mu_in)
+                if x_ex is not None:
+                    x = xe = x_ex
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
                 mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
             if not closest and rp <= tol_p and rd > tol_d:
@@ -511,11 +529,35 @@ class ProxALM:
                     dual_stall.reset(it)
             else:
                 dual_stall.reset(it)
-            rp_prev = rp
+            rp_prev, rd_prev = rp, rd
             # in closest mode the primal residual stays at the shift: drive the dual one
             eps_in = self._inner_tolerance(rd if closest else rp, rd, tol_p, tol_d)
         state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
         return status, state, info
+
+    def _extrapolate(self, x, dx, ye, ze, Ax, Cx, mu_eq, mu_in):
+        """x moved by dx in the last outer iteration and the dual residual is its proximal
+        term rho dx: x creeps along a direction where the objective is (nearly) flat (degenerate
+        LP-like faces), |dx| ~ |grad| / rho per iteration, until a constraint blocks it. Jump:
+        the exact minimizer of the augmented Lagrangian *without* the proximal term along dx
+        (the kink where blocking rows enter is among its breakpoints). None when that does not
+        move x or is unbounded (left to the infeasibility tests)."""
+        sc = self.sc
+        Hdx = sc.H @ dx
+        quad = _kernels.dot(dx, Hdx)
+        lin = _kernels.dot(dx, sc.H @ x + sc.g)
+        if sc.m:
+            Adx = sc.A @ dx
+            quad += _kernels.dot_weighted(Adx, Adx, mu_eq)
+            lin += _kernels.dot(Adx, ye + (Ax - sc.b) / mu_eq)
+        if sc.p:
+            alpha, _, _ = _kernels.exact_linesearch(quad, lin, Cx + mu_in * ze, sc.C @ dx,
+                                                    sc.l, sc.u, mu_in)
+        else:
+            alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
+        if not (alpha > 0 and math.isfinite(alpha)):
+            return None
+        return x + alpha * dx
 
     def _solve_shifted(self, x, Ax, Cx):
         """Up to three rounds: shift the data by the current shift, solve from x."""

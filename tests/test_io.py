@@ -722,14 +722,9 @@ def solve_value(p) -> float:
     return res.fun + p.constant
 
 
-# QFORPLAN (badly scaled Maros-Meszaros LP-like QP) is a known solver failure: the prox-ALM
-# stalls with primal residual ~2e3 (see the closing note of the forward-solver work).
-_KNOWN_SOLVER_FAILURES = {"QFORPLAN.QPS"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="known solver failure: stalls"))
-    if n in _KNOWN_SOLVER_FAILURES else n for n in sorted(OPTIMA)])
+# QFORPLAN (badly scaled Maros-Meszaros LP-like QP) used to stall: refining the Newton systems
+# in the reduced space could not converge at mu ~ 1e-8 (see ProxALM._refined).
+@pytest.mark.parametrize("name", sorted(OPTIMA))
 def test_solve_files(name):
     check_optimum(solve_value(read_qps(DATA / name)), OPTIMA[name])
 
