@@ -41,7 +41,10 @@ def arnoldi_step(double[:, ::1] Q, Py_ssize_t k, const double[::1] corr, const d
     """Step k of GMRES on I + T, T = diag(corr) K^{-1}, given z = K^{-1} Q[k].
 
     Arnoldi: w = corr * z orthogonalized against Q[:k+1] (classical Gram-Schmidt, repeated once
-    when it cancels more than 30% of w: "twice is enough"), its norm hn, Q[k+1] = w / hn. The
+    only when it cancels all but 1e-2 of |w|, i.e. loses 2+ digits of orthogonality: with at most
+    16 vectors and the caller's check of the true residual, milder losses cost at most an
+    iteration, while a second pass costs two more sweeps over the basis at every step), its
+    norm hn, Q[k+1] = w / hn. The
     Hessenberg column (plus 1 on the diagonal for the identity) goes into R[:k+2, k] and is
     reduced to triangular form by the stored Givens rotations (cs, sn)[:k] and a new one, also
     applied to the residual vector g. Q: (>= k+2, N); R: (>= k+2, >= k+1).
@@ -59,7 +62,7 @@ def arnoldi_step(double[:, ::1] Q, Py_ssize_t k, const double[::1] corr, const d
             w[i] = corr[i] * z[i]
         n0 = _dot(&w[0], &w[0], N)
         n1 = _project_out(Q, k, w, h, c)
-        if n1 < 0.49 * n0:
+        if n1 < 1e-4 * n0:
             n1 = _project_out(Q, k, w, h, c)
         hn = sqrt(n1)
         if hn > 0.0:
