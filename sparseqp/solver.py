@@ -37,8 +37,9 @@ _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by 
 _DUAL_STALL_ITERS = 8
 _MU_RESET = 100.0
 _MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to this
-# One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec
-# (five sparse products through scipy); measured 2-2.5 on the benchmark classes at n=1k-5k.
+# One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec;
+# measured 2-2.5 on the benchmark classes at n=1k-5k when the matvec was five scipy products
+# (now one fused kernel: not re-measured, so the decisions stay those of session 2).
 _PCG_ITER_COST = 3.0
 _GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
 _SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
