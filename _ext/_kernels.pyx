@@ -442,7 +442,7 @@ def exact_linesearch(double quad, double lin, const double[::1] w, const double[
 # Residuals on the unscaled problem
 # ---------------------------------------------------------------------------------------------
 
-cdef void _csc_matvec_t(const index_t[::1] ptr, const index_t[::1] idx, const double[::1] val,
+cdef inline void _csc_matvec(const index_t[::1] ptr, const index_t[::1] idx, const double[::1] val,
                         const double[::1] v, double[::1] out) noexcept nogil:
     """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
     cdef Py_ssize_t j, k
@@ -472,9 +472,9 @@ def problem_residuals(const index_t[::1] Hp, const index_t[::1] Hi, const double
     cdef double[::1] ax = ax_a, cx = cx_a, hx = hx_a
     cdef double rp = 0.0, rd = 0.0, v, c, s, t
     with nogil:
-        _csc_matvec_t(Ap, Ai, Ax, x, ax)
-        _csc_matvec_t(Cp, Ci, Cx, x, cx)
-        _csc_matvec_t(Hp, Hi, Hx, x, hx)
+        _csc_matvec(Ap, Ai, Ax, x, ax)
+        _csc_matvec(Cp, Ci, Cx, x, cx)
+        _csc_matvec(Hp, Hi, Hx, x, hx)
         # Python's max(rp, np.max(...)): a nan part leaves rp as it was
         if m:
             v = 0.0
@@ -685,20 +685,6 @@ cdef inline double _row_dot(const long long[::1] ptr, const long long[::1] idx,
     for k in range(ptr[i], ptr[i + 1]):
         s += val[k] * v[idx[k]]
     return s
-
-
-cdef inline void _csc_matvec(const long long[::1] ptr, const long long[::1] idx,
-                             const double[::1] val, const double[::1] v,
-                             double[::1] out) noexcept nogil:
-    """out = M v for a CSC M with len(out) rows (scipy's csc_matvec order)."""
-    cdef Py_ssize_t j, k
-    cdef double vj
-    for j in range(out.shape[0]):
-        out[j] = 0.0
-    for j in range(ptr.shape[0] - 1):
-        vj = v[j]
-        for k in range(ptr[j], ptr[j + 1]):
-            out[idx[k]] += val[k] * vj
 
 
 def _as_values(a):
