@@ -48,6 +48,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
+from .kkt import index_parts
 from .refine import gmres_refine
 from .status import Status
 
@@ -109,16 +110,6 @@ class Tangents:
     info: dict = field(default_factory=dict)
 
 
-def _csc_parts(M):
-    """(indptr, indices) for the Cython kernels: as stored when both are int32 or both int64
-    (scipy's usual case), int64 copies otherwise."""
-    ip, ix = M.indptr, M.indices
-    if ip.dtype == ix.dtype and ip.dtype in (np.int32, np.int64):
-        return np.ascontiguousarray(ip), np.ascontiguousarray(ix)
-    return (np.ascontiguousarray(ip, dtype=np.int64),
-            np.ascontiguousarray(ix, dtype=np.int64))
-
-
 class Linearization:
     """The linear system of the derivatives at one solved point (scaled space)."""
 
@@ -159,7 +150,6 @@ class Linearization:
             self.delta_in = np.zeros(sc.p)
         self.n_fact = 0
         self._fallback = False
-        self._K_indptr, self._K_indices = _csc_parts(self.kkt.K)
         self._corr, self._corr_of = None, None
 
     # ---------------------------------------------------------------------------------------
@@ -183,9 +173,7 @@ class Linearization:
     def _matvec(self, u):
         """target(K) u: one pass over the factorized matrix's stored upper triangle plus the
         diagonal correction."""
-        out = self._correction() * u
-        _kernels.sym_upper_matvec_add(self._K_indptr, self._K_indices, self.kkt.K.data, u, out)
-        return out
+        return self.kkt.matvec_add(u, self._correction() * u)
 
     def _prepare_factorization(self):
         """Use the forward factorization when it matches this point, else refactorize once."""
@@ -393,7 +381,7 @@ def _merge_info(a, b):
 
 def _on_pattern(M, a, b, c, d):
     """CSC matrix on M's pattern with entries a_i b_j + c_i d_j."""
-    indptr, indices = _csc_parts(M)
+    indptr, indices = index_parts(M)
     out = np.empty(M.nnz)
     _kernels.outer_on_pattern(indptr, indices, np.ascontiguousarray(a, dtype=np.float64),
                               np.ascontiguousarray(b, dtype=np.float64),

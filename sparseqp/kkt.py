@@ -33,6 +33,15 @@ def _idx(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def index_parts(M):
+    """(indptr, indices) of a CSC/CSR matrix for the Cython kernels (one index type for both):
+    as stored when both are int32 or both int64 (scipy's usual case), int64 copies otherwise."""
+    ip, ix = M.indptr, M.indices
+    if ip.dtype == ix.dtype and ip.dtype in (np.int32, np.int64):
+        return np.ascontiguousarray(ip), np.ascontiguousarray(ix)
+    return _idx(ip), _idx(ix)
+
+
 class ScaledProblem:
     """Ruiz-equilibrated copy of a :class:`Problem`.
 
@@ -182,10 +191,7 @@ class KKTSystem:
         self.K = sp.csc_matrix((self.data, pat["indices"], pat["indptr"]), shape=(N, N))
         # scipy may convert the index arrays but keeps our data buffer: write through K.data.
         self.data = self.K.data
-        ip, ix = self.K.indptr, self.K.indices
-        if ip.dtype != ix.dtype:
-            ip, ix = ip.astype(np.int64), ix.astype(np.int64)
-        self._K_parts = (np.ascontiguousarray(ip), np.ascontiguousarray(ix))
+        self._K_parts = index_parts(self.K)
 
     def set_values(self, sc: ScaledProblem):
         """Load the (scaled) H, A, C values; invalidates the factorization."""
@@ -247,7 +253,10 @@ class KKTSystem:
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """K v for the matrix of the current factorization (full symmetric K)."""
-        out = np.zeros(self.N)
+        return self.matvec_add(v, np.zeros(self.N))
+
+    def matvec_add(self, v: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out += K v (in place; returns out), K as in :meth:`matvec`."""
         _kernels.sym_upper_matvec_add(self._K_parts[0], self._K_parts[1], self.data, v, out)
         return out
 
