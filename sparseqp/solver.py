@@ -519,7 +519,7 @@ class ProxALM:
             if (not closest and rp <= tol_p and rd > tol_d and rd > _MU_SHRINK_PROGRESS * rd_prev
                     and rho * _kernels.scaled_inf_norm(dx, self._dual_unscale, False)
                     >= _PROX_SHARE * rd):
-                x_ex = self._extrapolate(x, dx, ye, ze, Ax, Cx, mu_eq, mu_in)
+                x_ex = self._extrapolate(x, dx, ye, ze, mu_eq, mu_in)
                 if x_ex is not None:
                     x = xe = x_ex
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
@@ -536,26 +536,18 @@ class ProxALM:
         state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
         return status, state, info
 
-    def _extrapolate(self, x, dx, ye, ze, Ax, Cx, mu_eq, mu_in):
+    def _extrapolate(self, x, dx, ye, ze, mu_eq, mu_in):
         """x moved by dx in the last outer iteration and the dual residual is its proximal
         term rho dx: x creeps along a direction where the objective is (nearly) flat (degenerate
         LP-like faces), |dx| ~ |grad| / rho per iteration, until a constraint blocks it. Jump:
         the exact minimizer of the augmented Lagrangian *without* the proximal term along dx
-        (the kink where blocking rows enter is among its breakpoints). None when that does not
-        move x or is unbounded (left to the infeasibility tests)."""
-        sc = self.sc
-        Hdx = sc.H @ dx
-        quad = _kernels.dot(dx, Hdx)
-        lin = _kernels.dot(dx, sc.H @ x + sc.g)
-        if sc.m:
-            Adx = sc.A @ dx
-            quad += _kernels.dot_weighted(Adx, Adx, mu_eq)
-            lin += _kernels.dot(Adx, ye + (Ax - sc.b) / mu_eq)
-        if sc.p:
-            alpha, _, _ = _kernels.exact_linesearch(quad, lin, Cx + mu_in * ze, sc.C @ dx,
-                                                    sc.l, sc.u, mu_in)
-        else:
-            alpha = -lin / quad if (lin < 0 and quad > 0) else float("nan")
+        (the kink where blocking rows enter is among its breakpoints), i.e. the inner line
+        search at rho = 0. None when that does not move x or is unbounded (left to the
+        infeasibility tests)."""
+        ws = self._ws
+        # the next _inner evaluates its own point again: these buffers are scratch here
+        ws.inner_point(x, x, ye, ze, 0.0, mu_eq, mu_in, self.kkt.active)
+        alpha, _, _ = ws.line_search(dx, 0.0, mu_eq, mu_in, ze)
         if not (alpha > 0 and math.isfinite(alpha)):
             return None
         return x + alpha * dx
