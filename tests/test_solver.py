@@ -830,3 +830,25 @@ def test_random_mixed_problems_solve_or_closest(seed):
     assert r.status in (Status.SOLVED, Status.SOLVED_CLOSEST_FEASIBLE), (r.status, r.message)
     if r.status == Status.SOLVED:
         assert_kkt(r, P, 1e-8, what=f"seed {seed}")
+
+
+def test_warm_update_does_not_spin_at_a_weakly_active_kink():
+    """Solver.update + warm re-solve of the benchmark's random n = 5000 QP: one weakly active
+    row flipped in and out of the active set at every inner step (n_changed = 1, gradient
+    hovering at its rounding floor), which used to run every inner loop to max_iter_in
+    (809 Newton steps, 3 PCG solves each, 3x the cold solve's time)."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES["random"](5000, 0)
+    kw = dict(eps_abs=1e-6, eps_rel=0)
+    s = sparseqp.Solver(P.H, P.g, P.A, P.b, P.C, P.l, P.u, **kw)
+    cold = s.solve()
+    assert cold.status == Status.SOLVED
+    g = P.g + 1e-3 * max(np.abs(P.g).max(), 1.0) * np.random.default_rng(0).standard_normal(P.n)
+    s.update(g=g)
+    warm = s.solve()
+    P2 = Problem(H=P.H, g=g, A=P.A, b=P.b, C=P.C, l=P.l, u=P.u)
+    assert warm.status == Status.SOLVED
+    assert_kkt(warm, P2, 1e-6, what="warm")
+    assert warm.n_newton <= cold.n_newton, (warm.n_newton, cold.n_newton)
+    assert warm.n_symbolic == 0
