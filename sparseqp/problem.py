@@ -72,12 +72,14 @@ class Problem:
         primal = max(|Ax - b|, |Cx - proj_[l,u](Cx)|); dual = |Hx + g + A'y + C'z| (nan when
         y or z is None and the corresponding block is non-empty).
         """
-        rp = 0.0
+        # np.fmax would drop a NaN and Python's max(0.0, nan) is 0.0: a NaN x must give NaN
+        parts = [0.0]
         if self.n_eq:
-            rp = max(rp, float(np.max(np.abs(self.A @ x - self.b))))
+            parts.append(float(np.max(np.abs(self.A @ x - self.b))))
         if self.n_in:
             cx = self.C @ x
-            rp = max(rp, float(np.max(np.abs(cx - np.clip(cx, self.l, self.u)))))
+            parts.append(float(np.max(np.abs(cx - np.clip(cx, self.l, self.u)))))
+        rp = float(np.max(parts))
         r = self.H @ x + self.g
         if self.n_eq:
             if y is None:

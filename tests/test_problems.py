@@ -168,3 +168,14 @@ def test_invalid_sizes():
         random_qp(10, density=0.0)
     with pytest.raises(ValueError):
         infeasible_qp(10, kind="other")
+
+
+def test_residuals_of_a_nan_point_are_nan():
+    # Python's max(0.0, nan) is 0.0: a NaN iterate must not look primal feasible
+    p = random_qp(50, seed=0)
+    x = np.zeros(p.n)
+    x[3] = np.nan
+    rp, rd = p.residuals(x, np.zeros(p.n_eq), np.zeros(p.n_in))
+    assert np.isnan(rp) and np.isnan(rd)
+    rp, rd = p.residuals(np.zeros(p.n), np.zeros(p.n_eq), np.zeros(p.n_in))
+    assert np.isfinite(rp) and np.isfinite(rd)
