@@ -178,7 +178,10 @@ class Linearization:
     def _prepare_factorization(self):
         """Use the forward factorization when it matches this point, else refactorize once."""
         kkt = self.kkt
-        usable = (kkt.fact_id == self.fact_id and kkt._values_of is not None
+        # (kkt.rho is None: values were loaded after the last factorization, e.g. a solve
+        # that converged at its warm start after Solver.update without factorizing)
+        usable = (kkt.fact_id == self.fact_id and kkt.rho is not None
+                  and kkt._values_of is not None
                   and kkt._values_of.values_key is self.sc.values_key
                   and np.array_equal(kkt.active != 0, self.active != 0))
         if not usable:

@@ -110,12 +110,22 @@ class Solver:
         # make_problem copies: patterns must be unchanged (explicit zeros are kept).
         if H is not None:
             _check_convexity(self.problem.H)
-        if H is None and A is None and C is None and g is None:
-            # only right-hand sides moved: same scaling, same KKT values, factorization kept
-            self._sc = self._sc.with_rhs(self.problem)
-        else:
-            self._sc = ScaledProblem(self.problem, self.settings.ruiz_iter)
-            self._kkt.set_values(self._sc)
+        old_sc = self._sc
+        sc = None
+        if H is None and A is None and C is None:
+            # only vectors moved: same scaling, same KKT values, factorization kept (unless g
+            # moved by orders of magnitude, which asks for another cost scale)
+            sc = old_sc.with_rhs(self.problem) if g is None else old_sc.with_vectors(self.problem)
+        if sc is None:
+            sc = ScaledProblem(self.problem, self.settings.ruiz_iter)
+            self._kkt.set_values(sc)
+            if self._state is not None:
+                # the warm start is kept in scaled units: move it to the new scaling
+                st = self._state
+                st.x = sc.scale_x(old_sc.unscale_x(st.x))
+                st.y = sc.scale_y(old_sc.unscale_y(st.y))
+                st.z = sc.scale_z(old_sc.unscale_z(st.z))
+        self._sc = sc
         self._version += 1
         self._setup_time = time.perf_counter() - t0
 

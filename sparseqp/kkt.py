@@ -62,7 +62,8 @@ class ScaledProblem:
         if ruiz_iter > 0:
             _kernels.ruiz_equilibrate(*h, *a, *c_, D, E, F, ruiz_iter)
         g = D * problem.g
-        c = self._cost_scale(h[0], h[2], n, g) if ruiz_iter > 0 else 1.0
+        self._ruiz = ruiz_iter > 0
+        c = self._cost_scale(h[0], h[2], n, g) if self._ruiz else 1.0
         hx = h[2]
         hx *= c
         self.c, self.D, self.E, self.F = c, D, E, F
@@ -110,6 +111,22 @@ class ScaledProblem:
         out.b = self.E * problem.b
         out.l = self.F * problem.l
         out.u = self.F * problem.u
+        return out
+
+    def with_vectors(self, problem: Problem, max_ratio: float = 10.0):
+        """Copy for new g, b, l, u of the same matrices, or None.
+
+        D, E, F depend only on H, A, C; the cost scale c also depends on |g|. It is kept (and
+        with it the KKT values, so a factorization stays valid) while the c that the new g
+        would get is within ``max_ratio`` of it: a g that moved by orders of magnitude gets
+        a new scaling (None; the caller rescales)."""
+        g = self.D * problem.g
+        if self._ruiz:
+            c_new = self._cost_scale(self.h_csc[0], self.h_csc[2] / self.c, self.n, g)
+            if not (self.c / max_ratio <= c_new <= self.c * max_ratio):
+                return None
+        out = self.with_rhs(problem)
+        out.g = self.c * g
         return out
 
     def shifted(self, s_eq, s_in):
