@@ -17,7 +17,7 @@ A x - s_eq = b, l <= C x - s_in <= u, whose KKT matrix K_eps is K0 with -eps blo
 same for every row in unscaled units, so the shift is measured in the unscaled l2 norm) and whose
 multipliers y + s/eps diverge. We never form s/eps. Reverse mode (v on x and on the shifts):
 
-    w = K_eps^{-1} (v_x + M' v_s, 0)            o = K_eps^{-1} (0, w_y)
+    w = lim K_eps^{-1} (v_x + M' v_s, 0)        o = lim K_eps^{-1} (0, w_y)
     dL/dM = -y w_x' - w_y x' + v_s x' - s o_x'   dL/dd = w_y - v_s
 
 with y the finite multipliers returned by the solve. The term -s o_x' is the finite part of the
@@ -26,18 +26,35 @@ rank of M (M w_x -> 0 and dM' s lies in range(M') there) and is dropped. Perturb
 the rank of M (e.g. two contradictory parallel rows that stop being parallel) make the solution
 map discontinuous: no derivative exists along them, and the returned gradient is that of the
 rank-preserving part. Forward mode adds eta = (M')^+ (-dM' s), the y-part of
-K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents are
-M dx + dM x - dd on the shifted rows. Small eps = ``bw_closest_eps`` (relative to the scaling).
+lim K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents are
+M dx + dM x - dd on the shifted rows.
 
-Linear algebra: everything runs on the Ruiz-scaled problem against the factorization the forward
-pass left behind (a regularized K0), refined against the target matrix by GMRES preconditioned
-with that factorization (:mod:`sparseqp.refine`). No new
-symbolic analysis ever; a numeric refactorization (regularization ``bw_reg``) only when the
-stored factorization is for another active set or values, or when refinement stalls. Singular K0
-(dependent active rows, singular H, weakly active constraints): the refinement converges to the
-least-squares/minimum-norm solution where the system is consistent; where it is not, the
-iteration stops at its smallest residual, a finite element of the conservative Jacobian. The
-residual reached is reported in ``info``.
+The limits are taken exactly, without a small eps (in unscaled units, P the l2-orthogonal
+projector onto range(M)):
+
+- lim K_eps^{-1} (r_x, r_y) has the x-part of any solution of the singular K0 u = (r_x, P r_y),
+  which is consistent (unique when H is positive definite on null(M)); (I - P) r_y only adds
+  -(I - P) r_y / eps to the y-part and is dropped. The y-part is the solution's y projected onto
+  range(M) (y = M u_x / eps there), so w_y above is P of any K0 solution's y;
+- the projection: [0, M'; M, -I] (t, y) = (0, r) (consistent, singular in t only) gives
+  M'y = 0 and r = M t - y, so P r = M t = r + y.
+
+Linear algebra: everything runs on the Ruiz-scaled problem. Feasible points use the factorization
+the forward pass left behind (a regularized K0), refined against the target matrix by GMRES
+preconditioned with that factorization (:mod:`sparseqp.refine`), and a numeric refactorization
+(regularization ``bw_reg``) only when the stored factorization is for another active set or
+values, or when refinement stalls. Closest-feasible points use one numeric refactorization per
+linearization (kept for later vjp/jvp calls, redone when another solve replaced it), of K_mu =
+[H + bw_reg I, M'; M, -mu I] (unscaled; mu = ``bw_closest_eps`` relative to the largest row
+scaling, raised until the smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every
+digit at 1e-14). GMRES with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
+point iteration on the multipliers) and the projections (correction -(H + bw_reg I) on the
+variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
+active constraints): the refinement converges to the least-squares/minimum-norm solution where the
+system is consistent; where it is not, the iteration stops at its smallest residual, a finite
+element of the conservative Jacobian (closest-feasible: with a RuntimeWarning when the residual
+is above 1e-6, e.g. H singular on the shifted face, where the closest-feasible x is not unique).
+The residual reached is reported in ``info``.
 """
 from __future__ import annotations
 
@@ -632,9 +649,9 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
             r_y = r_y + eta_y
             r_z = r_z + eta_z
     if lin.closest:
-        # the part of the constraint right-hand side along the shift (in null(M')) only
+        # the part of the constraint right-hand side in null(M') (which holds the shift) only
         # moves the shift: K_eps would turn it into multiplier components of size 1/eps and
-        # rounding errors of that size in x; the limit drops it
+        # never into x; the limit drops it (unscaled projection onto range(M))
         r_y, r_z = lin.drop_shift_component(r_y, np.where(act, r_z, 0.0))
     tx, ty, tz, info1 = lin.solve_unscaled(r_x, r_y, r_z)
     info = info1 if info is None else _merge_info(info, info1)
