@@ -17,7 +17,7 @@ A x - s_eq = b, l <= C x - s_in <= u, whose KKT matrix K_eps is K0 with -eps blo
 same for every row in unscaled units, so the shift is measured in the unscaled l2 norm) and whose
 multipliers y + s/eps diverge. We never form s/eps. Reverse mode (v on x and on the shifts):
 
-    w = K_eps^{-1} (v_x + M' v_s, 0)            o = K_eps^{-1} (0, w_y)
+    w = lim K_eps^{-1} (v_x + M' v_s, 0)        o = lim K_eps^{-1} (0, w_y)
     dL/dM = -y w_x' - w_y x' + v_s x' - s o_x'   dL/dd = w_y - v_s
 
 with y the finite multipliers returned by the solve. The term -s o_x' is the finite part of the
@@ -26,18 +26,35 @@ rank of M (M w_x -> 0 and dM' s lies in range(M') there) and is dropped. Perturb
 the rank of M (e.g. two contradictory parallel rows that stop being parallel) make the solution
 map discontinuous: no derivative exists along them, and the returned gradient is that of the
 rank-preserving part. Forward mode adds eta = (M')^+ (-dM' s), the y-part of
-K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents are
-M dx + dM x - dd on the shifted rows. Small eps = ``bw_closest_eps`` (relative to the scaling).
+lim K_eps^{-1} (-dM' s, 0), to the constraint right-hand side; the shifts' tangents are
+M dx + dM x - dd on the shifted rows.
 
-Linear algebra: everything runs on the Ruiz-scaled problem against the factorization the forward
-pass left behind (a regularized K0), refined against the target matrix by GMRES preconditioned
-with that factorization (:mod:`sparseqp.refine`). No new
-symbolic analysis ever; a numeric refactorization (regularization ``bw_reg``) only when the
-stored factorization is for another active set or values, or when refinement stalls. Singular K0
-(dependent active rows, singular H, weakly active constraints): the refinement converges to the
-least-squares/minimum-norm solution where the system is consistent; where it is not, the
-iteration stops at its smallest residual, a finite element of the conservative Jacobian. The
-residual reached is reported in ``info``.
+The limits are taken exactly, without a small eps (in unscaled units, P the l2-orthogonal
+projector onto range(M)):
+
+- lim K_eps^{-1} (r_x, r_y) has the x-part of any solution of the singular K0 u = (r_x, P r_y),
+  which is consistent (unique when H is positive definite on null(M)); (I - P) r_y only adds
+  -(I - P) r_y / eps to the y-part and is dropped. The y-part is the solution's y projected onto
+  range(M) (y = M u_x / eps there), so w_y above is P of any K0 solution's y;
+- the projection: [0, M'; M, -I] (t, y) = (0, r) (consistent, singular in t only) gives
+  M'y = 0 and r = M t - y, so P r = M t = r + y.
+
+Linear algebra: everything runs on the Ruiz-scaled problem. Feasible points use the factorization
+the forward pass left behind (a regularized K0), refined against the target matrix by GMRES
+preconditioned with that factorization (:mod:`sparseqp.refine`), and a numeric refactorization
+(regularization ``bw_reg``) only when the stored factorization is for another active set or
+values, or when refinement stalls. Closest-feasible points use one numeric refactorization per
+linearization (kept for later vjp/jvp calls, redone when another solve replaced it), of K_mu =
+[H + bw_reg I, M'; M, -mu I] (unscaled; mu = ``bw_closest_eps`` relative to the largest row
+scaling, raised until the smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every
+digit at 1e-14). GMRES with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
+point iteration on the multipliers) and the projections (correction -(H + bw_reg I) on the
+variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
+active constraints): the refinement converges to the least-squares/minimum-norm solution where the
+system is consistent; where it is not, the iteration stops at its smallest residual, a finite
+element of the conservative Jacobian (closest-feasible: with a RuntimeWarning when the residual
+is above 1e-6, e.g. H singular on the shifted face, where the closest-feasible x is not unique).
+The residual reached is reported in ``info``.
 """
 from __future__ import annotations
 
@@ -49,7 +66,7 @@ import scipy.sparse as sp
 
 from . import _kernels
 from .kkt import index_parts
-from .refine import gmres_refine
+from .refine import gmres_refine, gmres_refine_op
 from .status import Status
 
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
@@ -58,6 +75,14 @@ __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
 # a closest-feasible derivative solve whose relative residual ends above this is reported
 # with a warning
 _WARN_RESIDUAL = 1e-6
+# closest-feasible: the factorized elastic blocks are mu * W (W = E^2 / max, F^2 / max: the
+# unscaled identity in scaled units, largest entry 1; variables regularized by bw_reg), and the
+# solves refine toward mu = 0. They contract by about mu W / (mu W + sigma^2) per solve (sigma^2:
+# eigenvalues of the constraint Schur complement), so mu is as small as LDL' allows:
+# bw_closest_eps, raised until the smallest block mu * min(W) is at least _LIMIT_BLOCK_MIN (a
+# block of 5e-15 lost every digit, 5e-13 was still exact), at most _LIMIT_MU_MAX.
+_LIMIT_BLOCK_MIN = 1e-11
+_LIMIT_MU_MAX = 1e-4
 
 
 class DerivativeError(ValueError):
@@ -140,17 +165,25 @@ class Linearization:
         eqrow = (p.l == p.u) & (self.active != 0) & (side == 0)
         side[eqrow] = 1.0
         self.side = side
+        # the target's blocks on the active rows (feasible: K0)
+        self.delta_eq = np.zeros(sc.m)
+        self.delta_in = np.zeros(sc.p)
         if self.closest:
+            # W: the unscaled identity on the constraint rows in scaled units, largest entry 1
+            # (unscaled K w = v is K~ u = (c D v_x, E v_y, F v_z) with blocks -eps E^2 / c)
             wmax = max(np.max(sc.E ** 2, initial=0.0), np.max(sc.F ** 2, initial=0.0))
-            eps = self.st.bw_closest_eps
-            self.delta_eq = eps * sc.E ** 2 / wmax
-            self.delta_in = eps * sc.F ** 2 / wmax
-        else:
-            self.delta_eq = np.zeros(sc.m)
-            self.delta_in = np.zeros(sc.p)
+            self.w_eq = sc.E ** 2 / wmax
+            self.w_in = sc.F ** 2 / wmax
         self.n_fact = 0
         self._fallback = False
         self._corr, self._corr_of = None, None
+        # closest-feasible: the factorization of K_mu (see _solve_closest)
+        self._limit_fact_id = None
+        self._corr0, self._corr0_of = None, None
+        # the last exact projection onto range(M) (the arrays drop_shift_component returned)
+        self._projected = None
+        # work of projections not yet reported (added to the next solve's info)
+        self._pending = {"n_factorizations": 0, "n_refine": 0, "residual": 0.0}
 
     # ---------------------------------------------------------------------------------------
     # the target matrix and the refined solve
@@ -191,33 +224,29 @@ class Linearization:
         kkt, st = self.kkt, self.st
         kkt.ensure_values(self.sc)
         reg = st.bw_reg
-        if self.closest:
-            # exactly the elastic blocks: with a larger regularization the refinement would
-            # contract slowly on null(M') (see solve)
-            mu_eq, mu_in = self.delta_eq, self.delta_in
-        else:
-            mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
-            mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
+        mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
+        mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
         kkt.factorize(reg, mu_eq, mu_in, self.active)
         self.fact_id = kkt.fact_id
         self.n_fact += 1
         self._fallback = True
 
-    def solve(self, rhs):
+    def solve(self, rhs, y_in_range=False):
         """Solve target(K) u = rhs (scaled) by GMRES/refinement on the stored factorization.
 
-        Returns (u, info).
+        Closest-feasible: see :meth:`_solve_closest` (``y_in_range``: the y-part of rhs is
+        known to lie in range(M)). Returns (u, info).
         """
+        if self.closest:
+            return self._solve_closest(rhs, y_in_range)
         st = self.st
         self._prepare_factorization()
         kkt = self.kkt
         norm_rhs = _kernels.norm2(rhs)
         if norm_rhs == 0.0:
             return np.zeros_like(rhs), {"n_factorizations": self.n_fact, "n_refine": 0, "residual": 0.0}
-        # K_eps (closest-feasible) maps residual components in null(M') to solution errors
-        # 1/eps larger (eps ~ bw_closest_eps): refine to the rounding floor there
-        tol = st.bw_tol if not self.closest else min(st.bw_tol, 1e-15)
-        accept = max(st.bw_tol * 1e3, 1e-8) if not self.closest else max(st.bw_tol * 1e-1, 1e-13)
+        tol = st.bw_tol
+        accept = max(st.bw_tol * 1e3, 1e-8)
         n_ref = 0
         while True:
             # GMRES on the stored factorization (no products with K), then the true residual,
@@ -249,27 +278,176 @@ class Linearization:
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
         # (a feasible point whose KKT matrix is singular and the right-hand side outside its
         # range legitimately stops at a least-squares residual below 1)
-        if best_r > (_WARN_RESIDUAL if self.closest else 1.0):
+        if best_r > 1.0:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
-                "returned derivatives are unreliable"
-                + (" (closest-feasible problem whose shifted rows have row scalings far apart: "
-                   "the elastic KKT matrix is too ill-conditioned for LDL')"
-                   if self.closest else ""), RuntimeWarning, stacklevel=5)
+                "returned derivatives are unreliable", RuntimeWarning, stacklevel=5)
         return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
 
+    # ---------------------------------------------------------------------------------------
+    # closest-feasible solves
+    # ---------------------------------------------------------------------------------------
+    def _refined(self, gmres, corr, matvec, rhs, tol):
+        """GMRES with the stored factorization (``gmres`` is gmres_refine or gmres_refine_op,
+        ``corr`` its correction), then the true residual (``matvec``: the target) and plain
+        refinement steps while they help. Returns (u, n_refine, relative residual)."""
+        st, kkt = self.st, self.kkt
+        norm_rhs = _kernels.norm2(rhs)
+        u, n_solves = gmres(kkt.solve, corr, rhs, tol, st.bw_max_refine + 1)
+        n_ref = n_solves - 1
+        best_u, best_r = u, np.inf
+        stalled = 0
+        for _ in range(max(st.bw_max_refine + 1 - n_solves, 3)):
+            r = rhs - matvec(u)
+            rn = _kernels.norm2(r) / norm_rhs
+            if rn < best_r:
+                if rn > 0.5 * best_r:
+                    stalled += 1
+                best_u, best_r = u, rn
+            else:
+                stalled += 1
+            if rn <= tol or stalled >= 3:
+                break
+            u = u + kkt.solve(r)
+            n_ref += 1
+        if not np.all(np.isfinite(best_u)):
+            best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
+            best_r = np.inf
+        return best_u, n_ref, best_r
+
+    def _take_pending(self):
+        info, self._pending = self._pending, {"n_factorizations": 0, "n_refine": 0,
+                                              "residual": 0.0}
+        return info
+
+    def _solve_closest(self, rhs, y_in_range):
+        """Closest-feasible solve: the eps -> 0 limit of K_eps^{-1} rhs, its x-part exactly and
+        its y-part up to a component in null(M') (removed by :meth:`drop_shift_component`).
+
+        On the factorization of K_mu (elastic blocks mu W, see :meth:`_prepare_limit`; one per
+        linearization, kept for later calls): the y-part of rhs is projected onto range(M)
+        (unless ``y_in_range``: its null(M') component only moves the diverging multipliers,
+        never x), then GMRES against K0 (eps = 0), whose system is consistent then. K_mu^{-1}
+        maps range(M) right-hand sides to y in range(M) (mu W is the unscaled identity times
+        mu), so the iterates keep y there: a proximal point iteration on the multipliers.
+        """
+        st, n = self.st, self.sc.n
+        info = self._take_pending()
+        if _kernels.norm2(rhs) == 0.0:
+            return np.zeros_like(rhs), info
+        info["n_factorizations"] += self._prepare_limit()
+        if not y_in_range and np.any(rhs[n:]):
+            rhs = rhs.copy()
+            rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
+            info["n_refine"] += n_p
+            info["residual"] = max(info["residual"], res_p)
+            if _kernels.norm2(rhs) == 0.0:
+                return np.zeros_like(rhs), info
+        # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
+        u, n_ref, res = self._refined(gmres_refine, self._correction0(), self._matvec0, rhs,
+                                      st.bw_tol)
+        info["n_refine"] += n_ref
+        info["residual"] = max(info["residual"], res)
+        if info["residual"] > _WARN_RESIDUAL:
+            warnings.warn(
+                f"derivative KKT solve reached relative residual {info['residual']:.1e} only: "
+                "the returned derivatives are unreliable (closest-feasible point whose limit "
+                "KKT system is inconsistent for this right-hand side, e.g. H singular on the "
+                "shifted face: the solution map is not differentiable there)", RuntimeWarning,
+                stacklevel=6)
+        return u, info
+
+    def _prepare_limit(self):
+        """Factorize K_mu = [H + bw_reg I, M'; M, -mu W] unless it is the one stored
+        (another solve or linearization may have refactorized the KKT system since).
+        Returns the number of factorizations done (0 or 1)."""
+        kkt = self.kkt
+        if (self._limit_fact_id is not None and kkt.fact_id == self._limit_fact_id
+                and kkt._values_of is not None
+                and kkt._values_of.values_key is self.sc.values_key
+                and np.array_equal(kkt.active != 0, self.active != 0)):
+            return 0
+        kkt.ensure_values(self.sc)
+        act = self.active != 0
+        wmin = min(np.min(self.w_eq, initial=1.0), np.min(self.w_in[act], initial=1.0))
+        mu = min(max(_LIMIT_MU_MAX, self.st.bw_closest_eps),
+                 max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin))
+        self._mu_lim_eq = mu * self.w_eq
+        # inactive rows: decoupled (zero row), any positive pivot
+        self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
+        kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
+        self._limit_fact_id = kkt.fact_id
+        self.n_fact += 1
+        return 1
+
+    def _correction0(self):
+        """Diagonal of K0 (eps = 0) minus the factorized matrix."""
+        kkt = self.kkt
+        if self._corr0_of != kkt.fact_id:
+            sc, n, m = self.sc, self.sc.n, self.sc.m
+            corr = np.empty(kkt.N)
+            corr[:n] = -kkt.rho
+            if m:
+                corr[n:n + m] = kkt.mu_eq
+            if sc.p:
+                corr[n + m:] = np.where(self.active != 0, kkt.mu_in, 0.0)
+            self._corr0, self._corr0_of = corr, kkt.fact_id
+        return self._corr0
+
+    def _matvec0(self, u):
+        return self.kkt.matvec_add(u, self._correction0() * u)
+
+    def _hx_corr(self, u):
+        """-((H + bw_reg I) u_x, 0): the projection target [0, M'; M, -mu W] minus K_mu."""
+        n = self.sc.n
+        t = np.zeros_like(u)
+        t[:n] = u[:n]
+        out = self.kkt.matvec(t)
+        out[:n] *= -1.0
+        out[n:] = 0.0
+        return out
+
+    def _project_scaled(self, ry):
+        """Unscaled-orthogonal projection onto range(M) of a constraint right-hand side given
+        in scaled units (ry = (E r_eq, F r_in), zero on inactive rows).
+
+        [0, M'; M, -mu W] (t, y) = (0, ry) (scaled; mu W is the unscaled identity times a
+        constant) gives M' y = 0 and M t - mu W y = ry: ry = M t + (-mu W y), the second part
+        in null(M') in the unscaled metric. The matrix is singular in t
+        only (null(M)), the system consistent, y unique. GMRES with the K_mu factorization
+        (operator I - [(H + bw_reg I), 0; 0, 0] K_mu^{-1}). Returns (P ry, n_refine, residual).
+        """
+        n, N = self.sc.n, self.kkt.N
+        rhs = np.zeros(N)
+        rhs[n:] = ry
+        if _kernels.norm2(rhs) == 0.0:
+            return ry.copy(), 0, 0.0
+        u, n_ref, res = self._refined(gmres_refine_op, self._hx_corr,
+                                      lambda v: self.kkt.matvec(v) + self._hx_corr(v),
+                                      rhs, self.st.bw_tol)
+        mu = np.concatenate((self._mu_lim_eq, np.where(self.active != 0, self._mu_lim_in, 0.0)))
+        return ry + mu * u[n:], n_ref + 1, res
+
     def drop_shift_component(self, wy, wz):
-        """Remove the component along the shift s (which lies in null(M')) from a multiplier
-        block that belongs to range(M): the 1/eps conditioning of K_eps puts the rounding
-        error of the refined solve mostly there."""
+        """Remove the component in null(M') (unscaled l2; it holds the shift s) from a
+        multiplier or constraint right-hand side block (unscaled) that belongs to range(M):
+        the exact projection of :meth:`_project_scaled`. The refined solves leave a rounding
+        error there, and a right-hand side's component there only moves the shift."""
         if not self.closest:
             return wy, wz
-        s_eq, s_in = self.s_eq, np.where(self.active != 0, self.s_in, 0.0)
-        ss = float(s_eq @ s_eq + s_in @ s_in)
-        if ss == 0.0:
-            return wy, wz
-        t = float(s_eq @ wy + s_in @ wz) / ss
-        return wy - t * s_eq, wz - t * s_in
+        sc, m = self.sc, self.sc.m
+        act = self.active != 0
+        ry = np.concatenate((sc.E * wy, np.where(act, sc.F * wz, 0.0)))
+        if _kernels.norm2(ry) == 0.0:
+            wy, wz = np.zeros(m), np.zeros(sc.p)
+        else:
+            self._pending["n_factorizations"] += self._prepare_limit()
+            py, n_p, res = self._project_scaled(ry)
+            self._pending["n_refine"] += n_p
+            self._pending["residual"] = max(self._pending["residual"], res)
+            wy, wz = py[:m] / sc.E, np.where(act, py[m:] / sc.F, 0.0)
+        self._projected = (wy, wz)
+        return wy, wz
 
     def solve_unscaled(self, rx, ry, rz):
         """Solve target(K) w = (rx, ry, rz) in unscaled units; inactive rows of w_z are 0.
@@ -278,8 +456,11 @@ class Linearization:
         """
         sc = self.sc
         n, m = sc.n, sc.m
+        pr = self._projected
+        y_in_range = pr is not None and ry is pr[0] and rz is pr[1]
         # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
-        u, info = self.solve(np.concatenate((sc.c * sc.D * rx, sc.E * ry, sc.F * rz)))
+        u, info = self.solve(np.concatenate((sc.c * sc.D * rx, sc.E * ry, sc.F * rz)),
+                             y_in_range)
         wx = sc.D * u[:n]
         wy = sc.E * u[n:n + m] / sc.c
         wz = np.where(self.active != 0, sc.F * u[n + m:] / sc.c, 0.0)
@@ -471,9 +652,9 @@ def _jvp_core(lin, dH, dg, dA, db, dC, dl, du):
             r_y = r_y + eta_y
             r_z = r_z + eta_z
     if lin.closest:
-        # the part of the constraint right-hand side along the shift (in null(M')) only
+        # the part of the constraint right-hand side in null(M') (which holds the shift) only
         # moves the shift: K_eps would turn it into multiplier components of size 1/eps and
-        # rounding errors of that size in x; the limit drops it
+        # never into x; the limit drops it (unscaled projection onto range(M))
         r_y, r_z = lin.drop_shift_component(r_y, np.where(act, r_z, 0.0))
     tx, ty, tz, info1 = lin.solve_unscaled(r_x, r_y, r_z)
     info = info1 if info is None else _merge_info(info, info1)

@@ -71,8 +71,9 @@ class Settings:
     bw_reg : float
         Backward (derivative) solve: size of the regularization of the KKT matrix (rho_b, mu_b).
     bw_closest_eps : float
-        Closest-feasible derivatives: the elastic parameter eps of the problem whose eps -> 0
-        limit is the closest feasible QP (relative to the largest row scaling).
+        Closest-feasible derivatives: the elastic parameter eps (relative to the largest row
+        scaling) of the KKT matrix factorized for them, raised where its smallest block would
+        be below 1e-11; the derivatives are the exact eps -> 0 limit (refined).
     bw_max_refine : int
         Backward (derivative) solve: maximum solves with the factorization beyond the first
         (GMRES iterations plus refinement steps).

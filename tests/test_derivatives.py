@@ -680,24 +680,55 @@ def _badly_scaled_inconsistent(seed):
     return p, A2, b2, rng.standard_normal(p.n)
 
 
+def _closest_singular_face():
+    """Inconsistent x0 + x1 = 1, x0 + x1 = 2 with x2 free and costless (H = diag(1, 1, 0)):
+    H is singular on the shifted face, the closest-feasible x is not unique in x2."""
+    H = sp.diags([1.0, 1.0, 0.0]).tocsc()
+    A = sp.csc_matrix(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]))
+    C = sp.csc_matrix(np.array([[1.0, 0.0, 0.0]]))
+    return sparseqp.solve(H, np.array([1.0, -1.0, 0.0]), A, np.array([1.0, 2.0]), C,
+                          np.array([-5.0]), np.array([5.0]), eps_abs=1e-10)
+
+
 def test_unconverged_derivative_solve_warns():
-    p, A2, b2, v = _badly_scaled_inconsistent(11)
-    r = sparseqp.solve(p.H, p.g, A2, b2, p.C, p.l, p.u, eps_abs=1e-10, eps_rel=0)
+    """A loss on the non-unique x2: the limit KKT system is inconsistent, no derivative."""
+    r = _closest_singular_face()
     assert r.status == sparseqp.Status.SOLVED_CLOSEST_FEASIBLE
     with pytest.warns(RuntimeWarning, match="unreliable"):
-        G = r.vjp(dx=v)
+        G = r.vjp(dx=np.array([0.3, -0.2, 1.0]))
     assert G.info["residual"] > 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="closest-feasible backward on inconsistent rows whose "
-                   "row scalings are 1e6 apart: LDL' of the elastic KKT matrix loses every "
-                   "digit (known limitation, see derivatives.Linearization)")
+def test_closest_singular_face_well_posed_loss_does_not_warn():
+    """Same point, a loss on the unique part of x: exact, no warning."""
+    r = _closest_singular_face()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=np.array([0.3, -0.2, 0.0]))
+    assert G.info["residual"] < 1e-12
+    # x0 = (1.5 - g0 + g1) / 2, x1 = (1.5 + g0 - g1) / 2 on the face x0 + x1 = 1.5
+    np.testing.assert_allclose(G.g, [-0.25, 0.25, 0.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [11, 4, 5, 23])
+def test_closest_badly_scaled_rows_no_warning(seed):
+    p, A2, b2, v = _badly_scaled_inconsistent(seed)
+    r = sparseqp.solve(p.H, p.g, A2, b2, p.C, p.l, p.u, eps_abs=1e-10, eps_rel=0)
+    assert r.status == sparseqp.Status.SOLVED_CLOSEST_FEASIBLE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=v)
+    assert G.info["residual"] < 1e-10, G.info
+
+
 def test_closest_gradient_badly_scaled_rows():
+    """Inconsistent rows whose row scalings are 1e3 apart (E^2: 1e6): the elastic KKT matrix
+    with eps = 1e-8 has blocks of 1e-14 and LDL' lost every digit (gradients off by 1e12)."""
     p, A2, b2, v = _badly_scaled_inconsistent(11)
     kw = dict(eps_abs=1e-10, eps_rel=0)
     r = sparseqp.solve(p.H, p.g, A2, b2, p.C, p.l, p.u, **kw)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("error", RuntimeWarning)
         G = r.vjp(dx=v)
     d = np.random.default_rng(1).standard_normal(b2.shape)
     h = 1e-5 * np.abs(b2).max()
@@ -705,3 +736,154 @@ def test_closest_gradient_badly_scaled_rows():
     xm = sparseqp.solve(p.H, p.g, A2, b2 - h * d, p.C, p.l, p.u, **kw).x
     fd = v @ (xp - xm) / (2 * h)
     assert abs(G.b @ d - fd) <= 1e-4 * max(abs(fd), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# closest-feasible points with badly scaled shifted rows (row scalings ~1e3 apart)
+# ----------------------------------------------------------------------------------------------
+KW_BS = dict(eps_abs=1e-10, eps_rel=0)
+
+
+def _badly_scaled_data(kind, seed):
+    """Data dict and a cotangent on x. "eq": :func:`_badly_scaled_inconsistent`; "ineq": four
+    C rows repeated with a range above their upper bound, two of them scaled by 1e-3 and 1e-2
+    (row scalings 1e3 apart among the shifted rows)."""
+    from sparseqp.problems import random_qp
+
+    if kind == "eq":
+        p, A2, b2, v = _badly_scaled_inconsistent(seed)
+        return dict(H=p.H, g=p.g, A=A2, b=b2, C=p.C, l=p.l, u=p.u), v
+    p = random_qp(200, seed=seed, bandwidth=20)
+    k = np.flatnonzero(np.isfinite(p.u))[:4]
+    s = np.array([1e-3, 1.0, 1e-2, 1.0])
+    C2 = sp.vstack([p.C, sp.diags(s) @ p.C[k]]).tocsc()
+    l2 = np.concatenate([p.l, s * (p.u[k] + 1.0)])
+    u2 = np.concatenate([p.u, s * (p.u[k] + 3.0)])
+    v = np.random.default_rng(seed).standard_normal(p.n)
+    return dict(H=p.H, g=p.g, A=p.A, b=p.b, C=C2, l=l2, u=u2), v
+
+
+def _solve_bs(d):
+    return sparseqp.solve(d["H"], d["g"], d["A"], d["b"], d["C"], d["l"], d["u"], **KW_BS)
+
+
+def _rank_safe_rows(r, d):
+    """Rows of A and C outside the support of null(M'), M = [A; C_J] (dense SVD): moving only
+    them keeps rank(M), so the closest-feasible solution map is differentiable along them."""
+    from sparseqp.derivatives import _linearization
+
+    act = _linearization(r).active != 0
+    A, C = d["A"].toarray(), d["C"].toarray()
+    M = np.vstack([A, C[act]])
+    _, S, Vt = np.linalg.svd(M.T)
+    rank = int(np.sum(S > S[0] * 1e-10))
+    used = np.abs(Vt[rank:]).max(axis=0, initial=0.0) > 1e-8
+    m = A.shape[0]
+    safe_C = np.ones(C.shape[0], dtype=bool)
+    safe_C[np.flatnonzero(act)] = ~used[m:]
+    return ~used[:m], safe_C
+
+
+def _bs_directions(r, d, rng):
+    """Random directions for b, g, l, u (free sides of non-equality rows) and for A, C on
+    their patterns, restricted to the rank-safe rows."""
+    safe_A, safe_C = _rank_safe_rows(r, d)
+    dirs = {"b": rng.standard_normal(d["b"].shape), "g": rng.standard_normal(d["g"].shape)}
+    for name in ("l", "u"):
+        ok = np.isfinite(d[name]) & (d["l"] < d["u"])
+        dirs[name] = np.where(ok, rng.standard_normal(d[name].shape), 0.0)
+    for name, safe in (("A", safe_A), ("C", safe_C)):
+        M = d[name].tocsc()
+        data = rng.standard_normal(M.nnz) * safe[M.indices]
+        dirs[name] = sp.csc_matrix((data, M.indices, M.indptr), shape=M.shape)
+    return dirs
+
+
+def _pairing(G, dirs):
+    out = 0.0
+    for name, dv in dirs.items():
+        gv = getattr(G, name)
+        out += float(gv.multiply(dv).sum()) if sp.issparse(dv) else float(gv @ dv)
+    return out
+
+
+@pytest.mark.parametrize("kind,seed", [("eq", 11), ("eq", 5), ("eq", 23), ("ineq", 0),
+                                       ("ineq", 2)])
+def test_closest_badly_scaled_fd(kind, seed):
+    """Directional FD of a loss on x along b, g, A, C (rank-safe rows), l, u."""
+    d, v = _badly_scaled_data(kind, seed)
+    r = _solve_bs(d)
+    assert r.status == Status.SOLVED_CLOSEST_FEASIBLE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=v)
+    rng = np.random.default_rng(1000 + seed)
+    for name, dv in _bs_directions(r, d, rng).items():
+        if not (dv.nnz if sp.issparse(dv) else np.any(dv)):
+            continue
+        base = d[name].data if sp.issparse(d[name]) else d[name][np.isfinite(d[name])]
+        # (h = 1e-5 reaches the curvature of the nearest active-set change on ineq seed 2)
+        h = 1e-6 * max(1.0, float(np.max(np.abs(base))))
+        vals = []
+        for sgn in (1.0, -1.0):
+            rr = _solve_bs({**d, name: d[name] + sgn * h * dv})
+            assert rr.status == Status.SOLVED_CLOSEST_FEASIBLE
+            vals.append(v @ rr.x)
+        fd = (vals[0] - vals[1]) / (2 * h)
+        pred = _pairing(G, {name: dv})
+        assert abs(pred - fd) <= 1e-4 * max(abs(fd), 1.0), (kind, seed, name, pred, fd)
+
+
+@pytest.mark.parametrize("kind,seed", [("eq", 11), ("ineq", 0)])
+def test_closest_badly_scaled_adjoint_identity(kind, seed):
+    """<v, J d> from jvp equals <vjp(v), d>, with cotangents on x and on the shifts."""
+    d, v = _badly_scaled_data(kind, seed)
+    r = _solve_bs(d)
+    assert r.status == Status.SOLVED_CLOSEST_FEASIBLE
+    rng = np.random.default_rng(7)
+    wse = rng.standard_normal(d["b"].shape)
+    wsi = rng.standard_normal(d["l"].shape)
+    dirs = _bs_directions(r, d, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=v, ds_eq=wse, ds_in=wsi)
+        t = r.jvp(dH=None, dg=dirs["g"], dA=dirs["A"], db=dirs["b"], dC=dirs["C"],
+                  dl=dirs["l"], du=dirs["u"])
+    lhs = v @ t.x + wse @ t.s_eq + wsi @ t.s_in
+    rhs = _pairing(G, dirs)
+    assert abs(lhs - rhs) <= 1e-8 * max(abs(lhs), 1.0), (lhs, rhs)
+
+
+def test_closest_badly_scaled_factorizations_and_reuse():
+    """One numeric refactorization per linearization, no symbolic analysis; later calls
+    reuse it, and a linearization notices when another solve refactorized the KKT system."""
+    d, v = _badly_scaled_data("eq", 11)
+    S = sparseqp.Solver(d["H"], d["g"], d["A"], d["b"], d["C"], d["l"], d["u"], **KW_BS)
+    r1 = S.solve()
+    assert r1.status == Status.SOLVED_CLOSEST_FEASIBLE
+    kkt = S._kkt
+    n_sym = kkt.n_symbolic
+    G1 = r1.vjp(dx=v)
+    assert G1.info["n_factorizations"] == 1, G1.info
+    v2 = np.random.default_rng(5).standard_normal(v.shape)
+    G2 = r1.vjp(dx=v2)
+    assert G2.info["n_factorizations"] == 0, G2.info
+    t = r1.jvp(db=np.ones(d["b"].shape))
+    assert t.info["n_factorizations"] == 0, t.info
+    G1b = r1.vjp(dx=v)
+    assert G1b.info["n_factorizations"] == 0
+    np.testing.assert_allclose(G1b.b, G1.b, rtol=1e-9, atol=1e-9 * np.abs(G1.b).max())
+    # another forward solve on the same KKT system: r1's factorization is gone
+    S.update(b=d["b"] + 0.01 * np.random.default_rng(6).standard_normal(d["b"].shape))
+    r2 = S.solve()
+    assert r2.status == Status.SOLVED_CLOSEST_FEASIBLE
+    G3 = r1.vjp(dx=v)
+    assert G3.info["n_factorizations"] == 1, G3.info
+    np.testing.assert_allclose(G3.b, G1.b, rtol=1e-9, atol=1e-9 * np.abs(G1.b).max())
+    np.testing.assert_allclose(G3.g, G1.g, rtol=1e-9, atol=1e-9 * np.abs(G1.g).max())
+    G4 = r2.vjp(dx=v)
+    assert G4.info["n_factorizations"] == 1, G4.info
+    G5 = r1.vjp(dx=v2)
+    assert G5.info["n_factorizations"] == 1, G5.info
+    np.testing.assert_allclose(G5.b, G2.b, rtol=1e-9, atol=1e-9 * np.abs(G2.b).max())
+    assert kkt.n_symbolic == n_sym

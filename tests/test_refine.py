@@ -69,3 +69,37 @@ def test_inconsistent_singular_system_stops_finite():
     # no worse than the first regularized solve
     r0 = np.linalg.norm(K @ solve(rhs) - rhs)
     assert np.linalg.norm(K @ u - rhs) <= r0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_op_variant_matches_diagonal_variant_and_projects(seed):
+    """gmres_refine_op with the diagonal correction as an operator gives gmres_refine's
+    answer; with the non-diagonal -[H 0; 0 0] (target [0 A'; A -mu I], the projection of the
+    closest-feasible derivatives) it splits r = A t + n with A'n = 0."""
+    from sparseqp.refine import gmres_refine_op
+
+    K, corr, solve, n, m = _kkt(60, 25, seed)
+    rhs = np.random.default_rng(seed + 20).standard_normal(n + m)
+    u1, _ = gmres_refine(solve, corr, rhs, 1e-12, 40)
+    u2, _ = gmres_refine_op(solve, lambda u: corr * u, rhs, 1e-12, 40)
+    np.testing.assert_allclose(u2, u1, rtol=1e-9, atol=1e-11)
+    # projection target T = [0 A'; A -mu I] from K_mu = [H + rho I, A'; A, -mu I]
+    rng = np.random.default_rng(seed)
+    H = (K[:n, :n]).tocsc()
+    A = K[n:, :n].tocsc()
+    A = sp.vstack([A, A[:2] * 3.0]).tocsc()          # dependent rows: null(A') of dim 2
+    mm = A.shape[0]
+    mu = 1e-4
+    K_mu = sp.bmat([[H + 1e-9 * sp.eye(n), A.T], [A, -mu * sp.eye(mm)]], format="csc")
+    solve_mu = qdldl.Solver(sp.triu(K_mu, format="csc"), upper=True).solve
+    Hreg = H + 1e-9 * sp.eye(n)
+
+    def corr_op(u):
+        return np.concatenate((-(Hreg @ u[:n]), np.zeros(mm)))
+
+    r = rng.standard_normal(mm)
+    u, _ = gmres_refine_op(solve_mu, corr_op, np.concatenate((np.zeros(n), r)), 1e-13, 40)
+    pr = r + mu * u[n:]
+    Ad = A.toarray()
+    P = Ad @ np.linalg.pinv(Ad)
+    np.testing.assert_allclose(pr, P @ r, atol=1e-9 * np.linalg.norm(r))
