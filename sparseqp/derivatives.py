@@ -363,7 +363,7 @@ class Linearization:
         Returns the number of factorizations done (0 or 1)."""
         kkt = self.kkt
         if (self._limit_fact_id is not None and kkt.fact_id == self._limit_fact_id
-                and kkt._values_of is not None
+                and kkt.rho is not None and kkt._values_of is not None
                 and kkt._values_of.values_key is self.sc.values_key
                 and np.array_equal(kkt.active != 0, self.active != 0)):
             return 0
