@@ -240,49 +240,30 @@ class Linearization:
         if self.closest:
             return self._solve_closest(rhs, y_in_range)
         st = self.st
+        n_fact0 = self.n_fact     # info counts this call's factorizations only
         self._prepare_factorization()
-        kkt = self.kkt
-        norm_rhs = _kernels.norm2(rhs)
-        if norm_rhs == 0.0:
-            return np.zeros_like(rhs), {"n_factorizations": self.n_fact, "n_refine": 0, "residual": 0.0}
-        tol = st.bw_tol
+        if _kernels.norm2(rhs) == 0.0:
+            return np.zeros_like(rhs), {"n_factorizations": self.n_fact - n_fact0,
+                                        "n_refine": 0, "residual": 0.0}
         accept = max(st.bw_tol * 1e3, 1e-8)
         n_ref = 0
         while True:
-            # GMRES on the stored factorization (no products with K), then the true residual,
-            # and plain refinement steps if rounding left it above tol
-            u, n_solves = gmres_refine(kkt.solve, self._correction(), rhs, tol,
-                                       st.bw_max_refine + 1)
-            n_ref += n_solves - 1
-            best_u, best_r = u, np.inf
-            stalled = 0
-            for _ in range(max(st.bw_max_refine + 1 - n_solves, 3)):
-                r = rhs - self._matvec(u)
-                rn = _kernels.norm2(r) / norm_rhs
-                if rn < best_r:
-                    if rn > 0.5 * best_r:
-                        stalled += 1
-                    best_u, best_r = u, rn
-                else:
-                    stalled += 1
-                if rn <= tol or stalled >= 3:
-                    break
-                u = u + kkt.solve(r)
-                n_ref += 1
+            best_u, n, best_r = self._refined(gmres_refine, self._correction(), self._matvec,
+                                              rhs, st.bw_tol)
+            n_ref += n
             if best_r <= accept or self._fallback:
                 break
             # slow or stalled with the forward's (larger) penalties: one refactorization with
             # the small backward regularization, then refine again
             self._refactorize()
-        if not np.all(np.isfinite(best_u)):
-            best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
         # (a feasible point whose KKT matrix is singular and the right-hand side outside its
         # range legitimately stops at a least-squares residual below 1)
         if best_r > 1.0:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
                 "returned derivatives are unreliable", RuntimeWarning, stacklevel=5)
-        return best_u, {"n_factorizations": self.n_fact, "n_refine": n_ref, "residual": best_r}
+        return best_u, {"n_factorizations": self.n_fact - n_fact0, "n_refine": n_ref,
+                        "residual": best_r}
 
     # ---------------------------------------------------------------------------------------
     # closest-feasible solves
