@@ -264,6 +264,7 @@ class ProxALM:
         active = ws.active
         stall = 0
         floor_hits, g_prev = 0, np.inf
+        prev_active = None
         for _ in range(self.st.max_iter_in):
             # Ax, Cx, y, z, active, smooth and grad of x into ws's buffers
             n_changed, gnorm = ws.inner_point(x, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
@@ -272,7 +273,13 @@ class ProxALM:
                 return self._inner_result(x, True)
             # On a fixed active set the merit is quadratic and one Newton step is exact: a
             # gradient that no longer halves there is the rounding floor of the linear algebra.
-            if n_changed == 0 and gnorm > 0.5 * g_prev:
+            # "Fixed" means the rows of the previous point, whether its step came from the
+            # matching factorization or from PCG on a stale one (n_changed counts the rows that
+            # differ from the factorization: with PCG steps it never reaches 0, and a gradient
+            # stuck at the floor ran the loop to max_iter_in).
+            same = prev_active is not None and np.array_equal(prev_active, active)
+            prev_active = active.copy()
+            if same and gnorm > 0.5 * g_prev:
                 floor_hits += 1
                 if floor_hits >= 3:
                     return self._inner_result(x, False)
