@@ -36,7 +36,11 @@ _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by 
 # worst with dependent constraints. The penalties then grow by _MU_RESET and stay above that.
 _DUAL_STALL_ITERS = 8
 _MU_RESET = 100.0
-_MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to this
+# (scaled) penalties may grow past their start values up to this. 1 left STADAT1 at its floor:
+# 3998 of 3999 rows active, full exact Newton steps, the unscaled gradient stuck at 1.5e-6
+# (presumably the rounding of z = (Cx + mu ze - u) / mu, as in the session-2 dual stalls);
+# with 100 it solves (mu_in ends at 100).
+_MU_MAX = 100.0
 # One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec;
 # measured 2-2.5 on the benchmark classes at n=1k-5k when the matvec was five scipy products
 # (now one fused kernel: not re-measured, so the decisions stay those of session 2).
