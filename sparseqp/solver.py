@@ -36,11 +36,21 @@ _MU_SHRINK_PROGRESS = 0.25  # penalty shrinks when the primal residual falls by 
 # worst with dependent constraints. The penalties then grow by _MU_RESET and stay above that.
 _DUAL_STALL_ITERS = 8
 _MU_RESET = 100.0
-_MU_MAX = 1.0       # (scaled) penalties may grow past their start values up to this
+# (scaled) penalties may grow past their start values up to this. 1 left STADAT1 at its floor:
+# 3998 of 3999 rows active, full exact Newton steps, the unscaled gradient stuck at 1.5e-6
+# (presumably the rounding of z = (Cx + mu ze - u) / mu, as in the session-2 dual stalls);
+# with 100 it solves (mu_in ends at 100).
+_MU_MAX = 100.0
 # One PCG iteration in solves: a KKT solve for the preconditioner plus the reduced matvec;
 # measured 2-2.5 on the benchmark classes at n=1k-5k when the matvec was five scipy products
 # (now one fused kernel: not re-measured, so the decisions stay those of session 2).
 _PCG_ITER_COST = 3.0
+# PCG stops at this residual relative to the right-hand side (the gradient): an inexact Newton
+# step with forcing term eta (any PCG iterate is a descent direction; on a fixed active set the
+# gradient falls by about eta per step). 1e-10 asked for digits the reduced system does not have
+# at small mu (its multiplier rows carry a 1/mu amplification), so PCG "failed" into a
+# refactorization: QSHIP08L/12L, hundreds of those per outer iteration.
+_PCG_FORCING = 1e-2
 _GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a message
 _SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
 _INNER_HOVER_STEPS = 5  # inner steps without halving the gradient ...
@@ -172,13 +182,14 @@ class ProxALM:
     def _pcg(self, rhs, rho, mu_eq, mu_in, active, max_iter):
         """Solve the reduced Newton system with the stale factorization as preconditioner.
 
-        Returns the solution or None when it did not converge within max_iter.
+        Returns the solution or None when it did not reach the forcing tolerance
+        (residual <= _PCG_FORCING |rhs|) within max_iter.
         """
         kkt, ws = self.kkt, self._ws
         x = kkt.solve_x(rhs)
         r = np.empty(self.sc.n)
         rn = ws.residual(rhs, x, rho, mu_eq, mu_in, active, r)
-        tol = 1e-10 * max(_kernels.norm2(rhs), 1e-300)
+        tol = _PCG_FORCING * max(_kernels.norm2(rhs), 1e-300)
         if rn <= tol:
             return x
         zv = kkt.solve_x(r)
@@ -267,6 +278,7 @@ class ProxALM:
         stall = 0
         floor_hits, g_prev = 0, np.inf
         g_best, since_best = np.inf, 0
+        prev_active = None
         for _ in range(self.st.max_iter_in):
             # Ax, Cx, y, z, active, smooth and grad of x into ws's buffers
             n_changed, gnorm = ws.inner_point(x, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
@@ -275,14 +287,20 @@ class ProxALM:
                 return self._inner_result(x, True)
             # On a fixed active set the merit is quadratic and one Newton step is exact: a
             # gradient that no longer halves there is the rounding floor of the linear algebra.
-            if n_changed == 0 and gnorm > 0.5 * g_prev:
+            # "Fixed" means the rows of the previous point, whether its step came from the
+            # matching factorization or from PCG on a stale one (n_changed counts the rows that
+            # differ from the factorization: with PCG steps it never reaches 0, and a gradient
+            # stuck at the floor ran the loop to max_iter_in).
+            same = prev_active is not None and np.array_equal(prev_active, active)
+            prev_active = active.copy()
+            if same and gnorm > 0.5 * g_prev:
                 floor_hits += 1
                 if floor_hits >= 3:
                     return self._inner_result(x, False)
             g_prev = gnorm
             # The same floor with a weakly active row flipping in and out at its kink every
-            # step (n_changed = 1 forever): the gradient hovers near the target without ever
-            # halving. Seen on warm re-solves: 800 Newton steps (3 solves each) for nothing.
+            # step (never the same active set twice in a row): the gradient hovers near the
+            # target without ever halving. Seen on warm re-solves: 800 Newton steps (3 solves each) for nothing.
             if gnorm < 0.5 * g_best:
                 g_best, since_best = gnorm, 0
             else:
