@@ -66,7 +66,7 @@ import scipy.sparse as sp
 
 from . import _kernels
 from .kkt import index_parts
-from .refine import gmres_refine, gmres_refine_op
+from .refine import gmres_refine
 from .status import Status
 
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
@@ -248,7 +248,7 @@ class Linearization:
         accept = max(st.bw_tol * 1e3, 1e-8)
         n_ref = 0
         while True:
-            best_u, n, best_r = self._refined(gmres_refine, self._correction(), self._matvec,
+            best_u, n, best_r = self._refined(self._correction(), self._matvec,
                                               rhs, st.bw_tol)
             n_ref += n
             if best_r <= accept or self._fallback:
@@ -266,15 +266,15 @@ class Linearization:
                         "residual": best_r}
 
     # ---------------------------------------------------------------------------------------
-    # closest-feasible solves
+    # refined solves (both cases) and the closest-feasible limit
     # ---------------------------------------------------------------------------------------
-    def _refined(self, gmres, corr, matvec, rhs, tol):
-        """GMRES with the stored factorization (``gmres`` is gmres_refine or gmres_refine_op,
-        ``corr`` its correction), then the true residual (``matvec``: the target) and plain
-        refinement steps while they help. Returns (u, n_refine, relative residual)."""
+    def _refined(self, corr, matvec, rhs, tol):
+        """GMRES with the stored factorization (``corr``: the correction, see
+        :func:`~sparseqp.refine.gmres_refine`), then the true residual (``matvec``: the
+        target) and plain refinement steps while they help. Returns (u, n_refine, relative residual)."""
         st, kkt = self.st, self.kkt
         norm_rhs = _kernels.norm2(rhs)
-        u, n_solves = gmres(kkt.solve, corr, rhs, tol, st.bw_max_refine + 1)
+        u, n_solves = gmres_refine(kkt.solve, corr, rhs, tol, st.bw_max_refine + 1)
         n_ref = n_solves - 1
         best_u, best_r = u, np.inf
         stalled = 0
@@ -325,7 +325,7 @@ class Linearization:
             if _kernels.norm2(rhs) == 0.0:
                 return np.zeros_like(rhs), info
         # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
-        u, n_ref, res = self._refined(gmres_refine, self._correction0(), self._matvec0, rhs,
+        u, n_ref, res = self._refined(self._correction0(), self._matvec0, rhs,
                                       st.bw_tol)
         info["n_refine"] += n_ref
         info["residual"] = max(info["residual"], res)
@@ -403,7 +403,7 @@ class Linearization:
         rhs[n:] = ry
         if _kernels.norm2(rhs) == 0.0:
             return ry.copy(), 0, 0.0
-        u, n_ref, res = self._refined(gmres_refine_op, self._hx_corr,
+        u, n_ref, res = self._refined(self._hx_corr,
                                       lambda v: self.kkt.matvec(v) + self._hx_corr(v),
                                       rhs, self.st.bw_tol)
         mu = np.concatenate((self._mu_lim_eq, np.where(self.active != 0, self._mu_lim_in, 0.0)))

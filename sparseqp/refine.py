@@ -45,14 +45,16 @@ def _workspace(rows, N):
 
 
 def gmres_refine(solve, corr, rhs, tol, max_solves):
-    """Approximately solve ``(K_reg + diag(corr)) u = rhs`` given ``solve(v) = K_reg^{-1} v``.
+    """Approximately solve ``(K_reg + C) u = rhs`` given ``solve(v) = K_reg^{-1} v``.
 
     Parameters
     ----------
     solve : callable, (N,) -> (N,)
         Solve with the factorized regularized matrix.
-    corr : ndarray, (N,)
-        Diagonal of target minus regularized matrix.
+    corr : ndarray (N,), or callable (N,) -> (N,)
+        The correction C = target minus regularized matrix: its diagonal (the derivatives'
+        usual case: the Arnoldi kernel scales by it directly), or ``u -> C u`` for one that
+        is not diagonal (the kernel then gets ``C z`` with a unit diagonal).
     rhs : ndarray, (N,), nonzero
     tol : float
         Stop when the (recurrence) residual is at most ``tol * |rhs|``.
@@ -65,6 +67,8 @@ def gmres_refine(solve, corr, rhs, tol, max_solves):
     n_solves : int
     """
     N = rhs.shape[0]
+    diagonal = not callable(corr)
+    scale = corr if diagonal else np.ones(N)
     norm_rhs = float(np.linalg.norm(rhs))
     u = solve(rhs)
     v = rhs.copy()
@@ -76,8 +80,8 @@ def gmres_refine(solve, corr, rhs, tol, max_solves):
     sn = np.zeros(restart)
     g = np.zeros(restart + 1)
     while n_solves < max_solves:
-        # rhs - (K_reg + diag(corr)) u with K_reg u = v
-        r = rhs - v - corr * u
+        # rhs - (K_reg + C) u with K_reg u = v
+        r = rhs - v - (corr * u if diagonal else corr(u))
         beta = float(np.linalg.norm(r))
         if beta <= tol * norm_rhs or not np.isfinite(beta):
             break
@@ -90,7 +94,8 @@ def gmres_refine(solve, corr, rhs, tol, max_solves):
         for k in range(restart):
             Z[k] = solve(Q[k])
             n_solves += 1
-            res, hn = arnoldi_step(Q, k, corr, Z[k], R, cs, sn, g)
+            cz = Z[k] if diagonal else np.ascontiguousarray(corr(Z[k]))
+            res, hn = arnoldi_step(Q, k, scale, cz, R, cs, sn, g)
             if R[k, k] == 0.0 or not np.isfinite(res):
                 break               # no new direction: drop this column
             k_used = k + 1
@@ -117,56 +122,3 @@ def _upper_solve(R, b):
         s = b[i] - R[i, i + 1:k] @ y[i + 1:k]
         y[i] = s / R[i, i] if R[i, i] != 0.0 else 0.0
     return y
-
-
-def gmres_refine_op(solve, apply_corr, rhs, tol, max_solves):
-    """:func:`gmres_refine` for a correction that is not diagonal: approximately solve
-    ``(K_reg + C) u = rhs`` given ``solve(v) = K_reg^{-1} v`` and ``apply_corr(u) = C u``.
-
-    Same right-preconditioned GMRES (operator ``I + C K_reg^{-1}``), restarts and stopping
-    rules; the Arnoldi kernel gets ``C z`` with a unit diagonal instead of ``diag(corr) z``.
-    Returns (u, n_solves).
-    """
-    N = rhs.shape[0]
-    norm_rhs = float(np.linalg.norm(rhs))
-    ones = np.ones(N)
-    u = solve(rhs)
-    v = rhs.copy()
-    n_solves = 1
-    restart = int(max(1, min(_MAX_RESTART, _KRYLOV_BYTES // (16 * max(N, 1)))))
-    Q, Z = _workspace(restart, N)
-    R = np.zeros((restart + 1, restart))
-    cs = np.zeros(restart)
-    sn = np.zeros(restart)
-    g = np.zeros(restart + 1)
-    while n_solves < max_solves:
-        r = rhs - v - apply_corr(u)
-        beta = float(np.linalg.norm(r))
-        if beta <= tol * norm_rhs or not np.isfinite(beta):
-            break
-        np.divide(r, beta, out=Q[0])
-        g[:] = 0.0
-        g[0] = beta
-        k_used = 0
-        slow = 0
-        prev = beta
-        for k in range(restart):
-            Z[k] = solve(Q[k])
-            n_solves += 1
-            res, hn = arnoldi_step(Q, k, ones, np.ascontiguousarray(apply_corr(Z[k])), R, cs,
-                                   sn, g)
-            if R[k, k] == 0.0 or not np.isfinite(res):
-                break
-            k_used = k + 1
-            slow = slow + 1 if res > 0.5 * prev else 0
-            prev = res
-            if res <= tol * norm_rhs or hn <= 1e-14 or slow >= 3 or n_solves >= max_solves:
-                break
-        if k_used == 0:
-            break
-        y = _upper_solve(R[:k_used, :k_used], g[:k_used])
-        v += y @ Q[:k_used]
-        u += y @ Z[:k_used]
-        if slow >= 3:
-            break
-    return u, n_solves

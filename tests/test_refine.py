@@ -73,15 +73,14 @@ def test_inconsistent_singular_system_stops_finite():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_op_variant_matches_diagonal_variant_and_projects(seed):
-    """gmres_refine_op with the diagonal correction as an operator gives gmres_refine's
+    """gmres_refine with the diagonal correction given as an operator gives gmres_refine's
     answer; with the non-diagonal -[H 0; 0 0] (target [0 A'; A -mu I], the projection of the
     closest-feasible derivatives) it splits r = A t + n with A'n = 0."""
-    from sparseqp.refine import gmres_refine_op
 
     K, corr, solve, n, m = _kkt(60, 25, seed)
     rhs = np.random.default_rng(seed + 20).standard_normal(n + m)
     u1, _ = gmres_refine(solve, corr, rhs, 1e-12, 40)
-    u2, _ = gmres_refine_op(solve, lambda u: corr * u, rhs, 1e-12, 40)
+    u2, _ = gmres_refine(solve, lambda u: corr * u, rhs, 1e-12, 40)
     np.testing.assert_allclose(u2, u1, rtol=1e-9, atol=1e-11)
     # projection target T = [0 A'; A -mu I] from K_mu = [H + rho I, A'; A, -mu I]
     rng = np.random.default_rng(seed)
@@ -98,7 +97,7 @@ def test_op_variant_matches_diagonal_variant_and_projects(seed):
         return np.concatenate((-(Hreg @ u[:n]), np.zeros(mm)))
 
     r = rng.standard_normal(mm)
-    u, _ = gmres_refine_op(solve_mu, corr_op, np.concatenate((np.zeros(n), r)), 1e-13, 40)
+    u, _ = gmres_refine(solve_mu, corr_op, np.concatenate((np.zeros(n), r)), 1e-13, 40)
     pr = r + mu * u[n:]
     Ad = A.toarray()
     P = Ad @ np.linalg.pinv(Ad)
