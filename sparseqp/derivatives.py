@@ -165,9 +165,6 @@ class Linearization:
         eqrow = (p.l == p.u) & (self.active != 0) & (side == 0)
         side[eqrow] = 1.0
         self.side = side
-        # the target's blocks on the active rows (feasible: K0)
-        self.delta_eq = np.zeros(sc.m)
-        self.delta_in = np.zeros(sc.p)
         if self.closest:
             # W: the unscaled identity on the constraint rows in scaled units, largest entry 1
             # (unscaled K w = v is K~ u = (c D v_x, E v_y, F v_z) with blocks -eps E^2 / c)
@@ -179,7 +176,6 @@ class Linearization:
         self._corr, self._corr_of = None, None
         # closest-feasible: the factorization of K_mu (see _solve_closest)
         self._limit_fact_id = None
-        self._corr0, self._corr0_of = None, None
         # the last exact projection onto range(M) (the arrays drop_shift_component returned)
         self._projected = None
         # work of projections not yet reported (added to the next solve's info)
@@ -189,17 +185,18 @@ class Linearization:
     # the target matrix and the refined solve
     # ---------------------------------------------------------------------------------------
     def _correction(self):
-        """Diagonal of target(K) minus the factorized matrix: no rho on H, -delta (instead of
-        the factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in."""
+        """Diagonal of the target K0 minus the factorized matrix: no rho on H, 0 (instead of
+        the factorization's -mu) on active rows; inactive rows keep the factorization's -mu_in.
+        (Closest-feasible points target K0 too, on their own factorization.)"""
         kkt = self.kkt
         if self._corr_of != kkt.fact_id:
             sc, n, m = self.sc, self.sc.n, self.sc.m
             corr = np.empty(kkt.N)
             corr[:n] = -kkt.rho
             if m:
-                corr[n:n + m] = kkt.mu_eq - self.delta_eq
+                corr[n:n + m] = kkt.mu_eq
             if sc.p:
-                corr[n + m:] = np.where(self.active != 0, kkt.mu_in - self.delta_in, 0.0)
+                corr[n + m:] = np.where(self.active != 0, kkt.mu_in, 0.0)
             self._corr, self._corr_of = corr, kkt.fact_id
         return self._corr
 
@@ -224,9 +221,7 @@ class Linearization:
         kkt, st = self.kkt, self.st
         kkt.ensure_values(self.sc)
         reg = st.bw_reg
-        mu_eq = np.maximum(self.delta_eq, reg) if self.sc.m else np.zeros(0)
-        mu_in = np.maximum(self.delta_in, reg) if self.sc.p else np.zeros(0)
-        kkt.factorize(reg, mu_eq, mu_in, self.active)
+        kkt.factorize(reg, np.full(self.sc.m, reg), np.full(self.sc.p, reg), self.active)
         self.fact_id = kkt.fact_id
         self.n_fact += 1
         self._fallback = True
@@ -325,7 +320,7 @@ class Linearization:
             if _kernels.norm2(rhs) == 0.0:
                 return np.zeros_like(rhs), info
         # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
-        u, n_ref, res = self._refined(self._correction0(), self._matvec0, rhs,
+        u, n_ref, res = self._refined(self._correction(), self._matvec, rhs,
                                       st.bw_tol)
         info["n_refine"] += n_ref
         info["residual"] = max(info["residual"], res)
@@ -360,23 +355,6 @@ class Linearization:
         self._limit_fact_id = kkt.fact_id
         self.n_fact += 1
         return 1
-
-    def _correction0(self):
-        """Diagonal of K0 (eps = 0) minus the factorized matrix."""
-        kkt = self.kkt
-        if self._corr0_of != kkt.fact_id:
-            sc, n, m = self.sc, self.sc.n, self.sc.m
-            corr = np.empty(kkt.N)
-            corr[:n] = -kkt.rho
-            if m:
-                corr[n:n + m] = kkt.mu_eq
-            if sc.p:
-                corr[n + m:] = np.where(self.active != 0, kkt.mu_in, 0.0)
-            self._corr0, self._corr0_of = corr, kkt.fact_id
-        return self._corr0
-
-    def _matvec0(self, u):
-        return self.kkt.matvec_add(u, self._correction0() * u)
 
     def _hx_corr(self, u):
         """-((H + bw_reg I) u_x, 0): the projection target [0, M'; M, -mu W] minus K_mu."""
