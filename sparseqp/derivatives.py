@@ -179,7 +179,7 @@ class Linearization:
         # the last exact projection onto range(M) (the arrays drop_shift_component returned)
         self._projected = None
         # work of projections not yet reported (added to the next solve's info)
-        self._pending = {"n_factorizations": 0, "n_refine": 0, "residual": 0.0}
+        self._pending = _info()
 
     # ---------------------------------------------------------------------------------------
     # the target matrix and the refined solve
@@ -238,8 +238,7 @@ class Linearization:
         n_fact0 = self.n_fact     # info counts this call's factorizations only
         self._prepare_factorization()
         if _kernels.norm2(rhs) == 0.0:
-            return np.zeros_like(rhs), {"n_factorizations": self.n_fact - n_fact0,
-                                        "n_refine": 0, "residual": 0.0}
+            return np.zeros_like(rhs), _info(self.n_fact - n_fact0)
         accept = max(st.bw_tol * 1e3, 1e-8)
         n_ref = 0
         while True:
@@ -257,8 +256,7 @@ class Linearization:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
                 "returned derivatives are unreliable", RuntimeWarning, stacklevel=5)
-        return best_u, {"n_factorizations": self.n_fact - n_fact0, "n_refine": n_ref,
-                        "residual": best_r}
+        return best_u, _info(self.n_fact - n_fact0, n_ref, best_r)
 
     # ---------------------------------------------------------------------------------------
     # refined solves (both cases) and the closest-feasible limit
@@ -292,8 +290,7 @@ class Linearization:
         return best_u, n_ref, best_r
 
     def _take_pending(self):
-        info, self._pending = self._pending, {"n_factorizations": 0, "n_refine": 0,
-                                              "residual": 0.0}
+        info, self._pending = self._pending, _info()
         return info
 
     def _solve_closest(self, rhs, y_in_range):
@@ -311,19 +308,17 @@ class Linearization:
         info = self._take_pending()
         if _kernels.norm2(rhs) == 0.0:
             return np.zeros_like(rhs), info
-        info["n_factorizations"] += self._prepare_limit()
+        info = _merge_info(info, _info(self._prepare_limit()))
         if not y_in_range and np.any(rhs[n:]):
             rhs = rhs.copy()
             rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
-            info["n_refine"] += n_p
-            info["residual"] = max(info["residual"], res_p)
+            info = _merge_info(info, _info(0, n_p, res_p))
             if _kernels.norm2(rhs) == 0.0:
                 return np.zeros_like(rhs), info
         # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
         u, n_ref, res = self._refined(self._correction(), self._matvec, rhs,
                                       st.bw_tol)
-        info["n_refine"] += n_ref
-        info["residual"] = max(info["residual"], res)
+        info = _merge_info(info, _info(0, n_ref, res))
         if info["residual"] > _WARN_RESIDUAL:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {info['residual']:.1e} only: "
@@ -400,10 +395,9 @@ class Linearization:
         if _kernels.norm2(ry) == 0.0:
             wy, wz = np.zeros(m), np.zeros(sc.p)
         else:
-            self._pending["n_factorizations"] += self._prepare_limit()
+            n_f = self._prepare_limit()
             py, n_p, res = self._project_scaled(ry)
-            self._pending["n_refine"] += n_p
-            self._pending["residual"] = max(self._pending["residual"], res)
+            self._pending = _merge_info(self._pending, _info(n_f, n_p, res))
             wy, wz = py[:m] / sc.E, np.where(act, py[m:] / sc.F, 0.0)
         self._projected = (wy, wz)
         return wy, wz
@@ -516,10 +510,14 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     return Gradients(H=gH, g=gg, A=gA, b=gb, C=gC, l=gl, u=gu, info=info)
 
 
+def _info(n_factorizations=0, n_refine=0, residual=0.0):
+    """The ``info`` record of a derivative solve (see :class:`Gradients`)."""
+    return {"n_factorizations": n_factorizations, "n_refine": n_refine, "residual": residual}
+
+
 def _merge_info(a, b):
-    return {"n_factorizations": a["n_factorizations"] + b["n_factorizations"],
-            "n_refine": a["n_refine"] + b["n_refine"],
-            "residual": max(a["residual"], b["residual"])}
+    return _info(a["n_factorizations"] + b["n_factorizations"], a["n_refine"] + b["n_refine"],
+                 max(a["residual"], b["residual"]))
 
 
 def _on_pattern(M, a, b, c, d):
