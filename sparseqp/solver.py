@@ -173,6 +173,11 @@ class ProxALM:
         gap = abs(sum(terms)) / sc.c
         return gap, max(abs(t) for t in terms) / sc.c
 
+    def _gap_met(self, gap, gscale):
+        """The duality-gap stopping test: its tolerance, or the rounding floor of the sum of
+        its terms."""
+        return gap <= self.st.eps_abs + self.st.eps_rel * gscale or gap <= 1e-13 * gscale
+
     def _shift_residual(self, Ax, Cx):
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
         sc = self.sc
@@ -309,7 +314,8 @@ class ProxALM:
             g_prev = gnorm
             # The same floor with a weakly active row flipping in and out at its kink every
             # step (never the same active set twice in a row): the gradient hovers near the
-            # target without ever halving. Seen on warm re-solves: 800 Newton steps (3 solves each) for nothing.
+            # target without ever halving. Seen on warm re-solves: 800 Newton steps (3 solves
+            # each) for nothing.
             if gnorm < 0.5 * g_best:
                 g_best, since_best = gnorm, 0
             else:
@@ -498,8 +504,7 @@ class ProxALM:
                     break
                 gap, gscale = self._duality_gap(x, y, z)
                 tol_g = eps_abs + eps_rel * gscale
-                # or the rounding floor of the sum of its terms
-                if gap <= tol_g or gap <= 1e-13 * gscale:
+                if self._gap_met(gap, gscale):
                     status = Status.SOLVED
                     break
                 if gap_stall.stalled(gap, it):
@@ -617,7 +622,7 @@ class ProxALM:
         from that point: its multipliers are right along the slow modes, and the ALM corrects
         the few misidentified rows quickly.
         """
-        sc, st = self.sc, self.st
+        sc = self.sc
         n, m, p = sc.n, sc.m, sc.p
         if n + m + p > _POLISH_MAX_N:
             return False, None
@@ -641,25 +646,22 @@ class ProxALM:
             sol = self._polish_solve(K, rhs, np.concatenate((x, y, z[J])), n)
             if sol is None:
                 return False, last
-            xp, yp = sol[:n], sol[n:n + m]
-            x, y = xp, yp
+            # (x, y, z) start the next round; zp: z without its wrong-sign entries
+            x, y = sol[:n], sol[n:n + m]
             z = np.zeros(p)
             z[J] = sol[n + m:]
-            zp = np.zeros(p)
-            zp[J] = sol[n + m:]
-            wrong = ((sign > 0) & (zp < 0)) | ((sign < 0) & (zp > 0))
-            zp[wrong] = 0.0
-            Axp, Cxp = self._ws.constraint_products(xp)
-            rp, rd, _, _ = self._unscaled_residuals(xp, yp, zp, Axp, Cxp)
+            wrong = ((sign > 0) & (z < 0)) | ((sign < 0) & (z > 0))
+            zp = np.where(wrong, 0.0, z)
+            Axp, Cxp = self._ws.constraint_products(x)
+            rp, rd, _, _ = self._unscaled_residuals(x, y, zp, Axp, Cxp)
             if rp <= tol_p and rd <= tol_d and self._complementarity(zp, Cxp) <= tol_p:
-                gap, gscale = self._duality_gap(xp, yp, zp)
-                if gap <= st.eps_abs + st.eps_rel * gscale or gap <= 1e-13 * gscale:
-                    return True, (xp, yp, zp)
+                if self._gap_met(*self._duality_gap(x, y, zp)):
+                    return True, (x, y, zp)
             # next active set: violated rows enter; only when there are none, wrong-sign rows
             # leave (changing both at once cycles on LISWET)
             up = (sign == 0) & (Cxp > sc.u)
             lo = (sign == 0) & (Cxp < sc.l)
-            last = (xp, yp, zp)
+            last = (x, y, zp)
             sign = sign.copy()
             if up.any() or lo.any():
                 sign[up] = 1
