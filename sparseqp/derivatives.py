@@ -207,14 +207,7 @@ class Linearization:
 
     def _prepare_factorization(self):
         """Use the forward factorization when it matches this point, else refactorize once."""
-        kkt = self.kkt
-        # (kkt.rho is None: values were loaded after the last factorization, e.g. a solve
-        # that converged at its warm start after Solver.update without factorizing)
-        usable = (kkt.fact_id == self.fact_id and kkt.rho is not None
-                  and kkt._values_of is not None
-                  and kkt._values_of.values_key is self.sc.values_key
-                  and np.array_equal(kkt.active != 0, self.active != 0))
-        if not usable:
+        if not self.kkt.holds(self.fact_id, self.sc, self.active):
             self._refactorize()
 
     def _refactorize(self):
@@ -333,10 +326,7 @@ class Linearization:
         (another solve or linearization may have refactorized the KKT system since).
         Returns the number of factorizations done (0 or 1)."""
         kkt = self.kkt
-        if (self._limit_fact_id is not None and kkt.fact_id == self._limit_fact_id
-                and kkt.rho is not None and kkt._values_of is not None
-                and kkt._values_of.values_key is self.sc.values_key
-                and np.array_equal(kkt.active != 0, self.active != 0)):
+        if kkt.holds(self._limit_fact_id, self.sc, self.active):
             return 0
         kkt.ensure_values(self.sc)
         act = self.active != 0

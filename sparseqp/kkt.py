@@ -232,6 +232,15 @@ class KKTSystem:
                 and self.mu_eq is mu_eq and self.mu_in is mu_in
                 and np.array_equal(self.active != 0, active != 0))
 
+    def holds(self, fact_id, sc: ScaledProblem, active: np.ndarray) -> bool:
+        """True when the stored factorization is ``fact_id`` (None: never), of ``sc``'s values
+        with none loaded since (rho is None after :meth:`set_values`, e.g. a solve that
+        converged at its warm start after ``Solver.update`` without factorizing), for this
+        active set."""
+        return (fact_id is not None and self.fact_id == fact_id and self.rho is not None
+                and self._values_of is not None and self._values_of.values_key is sc.values_key
+                and np.array_equal(self.active != 0, active != 0))
+
     def factorize(self, rho: float, mu_eq: np.ndarray, mu_in: np.ndarray, active: np.ndarray):
         """Numeric factorization for these penalties and active set (symbolic once).
 
