@@ -58,6 +58,9 @@ _GAP_STALL_ITERS = 25  # residuals met, duality gap not improving: accept with a
 _SHIFTED_PRIMAL_STALL = 15  # shifted re-solve: outer iterations without primal progress
 _INNER_HOVER_STEPS = 5  # inner steps without halving the gradient ...
 _INNER_HOVER_FACTOR = 10.0  # ... within this factor of its target: the rounding floor
+_FLOOR_SHARE = 1.0  # penalties shrink no lower than a dual rounding floor of this x tol_d
+_FLOOR_MIN_SHRINK = 0.3  # ... and not at all when that bound leaves more than this factor
+_FLOOR_PATIENCE = 3  # ... while the primal residual fell by 10% within this many iterations
 _PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 # Polish (see _polish): at most this many active-set rounds (one sparse LU each)
 _POLISH_ROUNDS = 10
@@ -141,6 +144,7 @@ class ProxALM:
         # the inner iterate's Ax, Cx, y, z, active, gradient live in its buffers
         self._ws = _kernels.Workspace(sc.ops, sc.b, sc.l, sc.u, sc.g, self._dual_unscale)
         self._active = self._ws.active
+        self._abs_a = self._abs_c = None  # |A|, |A'|, |C|, |C'| for _dual_floor
 
     # ---------------------------------------------------------------------------------------
     # residuals
@@ -161,22 +165,28 @@ class ProxALM:
         return _kernels.scaled_inf_norm(gap, sc.F, True)
 
     def _duality_gap(self, x, y, z):
-        """(|gap|, scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ + l'[z]_- (0 at a KKT
-        point), scale = the largest of its terms. Every scaled term is c times the unscaled one."""
+        """(|gap|, scale, objective scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ +
+        l'[z]_- (0 at a KKT point), scale = the largest of its terms, objective scale = the
+        larger magnitude of the primal objective x'Hx/2 + g'x and the dual one
+        -x'Hx/2 - b'y - u'[z]_+ - l'[z]_-. Every scaled term is c times the unscaled one."""
         sc = self.sc
-        terms = [float(x @ self._ws.h_product(x)), float(sc.g @ x)]
-        if sc.m:
-            terms.append(float(sc.b @ y))
-        if sc.p:
-            # z_i > 0 only at a finite u_i, z_i < 0 only at a finite l_i
-            terms.append(float(np.where(z > 0, sc.u, 0.0) @ z + np.where(z < 0, sc.l, 0.0) @ z))
+        xhx, gx = float(x @ self._ws.h_product(x)), float(sc.g @ x)
+        by = float(sc.b @ y) if sc.m else 0.0
+        # z_i > 0 only at a finite u_i, z_i < 0 only at a finite l_i
+        supp = (float(np.where(z > 0, sc.u, 0.0) @ z + np.where(z < 0, sc.l, 0.0) @ z)
+                if sc.p else 0.0)
+        terms = (xhx, gx, by, supp)
         gap = abs(sum(terms)) / sc.c
-        return gap, max(abs(t) for t in terms) / sc.c
+        obj = max(abs(0.5 * xhx + gx), abs(0.5 * xhx + by + supp)) / sc.c
+        return gap, max(abs(t) for t in terms) / sc.c, obj
 
-    def _gap_met(self, gap, gscale):
-        """The duality-gap stopping test: its tolerance, or the rounding floor of the sum of
-        its terms."""
-        return gap <= self.st.eps_abs + self.st.eps_rel * gscale or gap <= 1e-13 * gscale
+    def _gap_met(self, gap, gscale, oscale):
+        """The duality-gap stopping test: its tolerance, its relative tolerance (eps_gap_rel,
+        relative to the objective: the terms can cancel, LISWET5's largest is ~1e3 times its
+        objective), or the rounding floor of the sum of its terms."""
+        st = self.st
+        return (gap <= st.eps_abs + st.eps_rel * gscale
+                or gap <= st.gap_rel * oscale or gap <= 1e-13 * gscale)
 
     def _shift_residual(self, Ax, Cx):
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
@@ -482,6 +492,7 @@ class ProxALM:
         dual_stall = _Stall(_DUAL_STALL_ITERS)
         gap_stall = _Stall(_GAP_STALL_ITERS)
         primal_stall = _Stall(self.primal_stall_exit)
+        primal_floor_stall = _Stall(_FLOOR_PATIENCE)
         n_restarts = 0
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
@@ -502,9 +513,9 @@ class ProxALM:
                 if not st.check_duality_gap:
                     status = Status.SOLVED
                     break
-                gap, gscale = self._duality_gap(x, y, z)
+                gap, gscale, oscale = self._duality_gap(x, y, z)
                 tol_g = eps_abs + eps_rel * gscale
-                if self._gap_met(gap, gscale):
+                if self._gap_met(gap, gscale, oscale):
                     status = Status.SOLVED
                     break
                 if gap_stall.stalled(gap, it):
@@ -520,6 +531,7 @@ class ProxALM:
                         gap_stall.reset(it)
                         merit_stall.reset(it)
                         dual_stall.reset(it)
+                        primal_floor_stall.reset(it)
                         rp_prev = rd_prev = math.inf
                         continue
                     status = Status.SOLVED
@@ -585,8 +597,12 @@ class ProxALM:
                 x_ex = self._extrapolate(x, dx, ye, ze, mu_eq, mu_in)
                 if x_ex is not None:
                     x = xe = x_ex
+            primal_moves = not primal_floor_stall.stalled(rp, it)
             if not closest and rp > tol_p and rp > _MU_SHRINK_PROGRESS * rp_prev:
-                mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in)
+                # past the rounding floor only when the primal residual does not move at all
+                # (infeasibility detection needs small penalties)
+                mu_eq, mu_in = self._shrink_penalties(mu_eq, mu_in, x,
+                                                      tol_d if primal_moves else None)
             if not closest and rp <= tol_p and rd > tol_d:
                 if dual_stall.stalled(rd, it):
                     mu_eq, mu_in = self._grow_penalties(mu_eq, mu_in)
@@ -753,15 +769,56 @@ class ProxALM:
         target = 0.1 * min(tol_p, tol_d)
         return max(min(1e-1, 0.1 * max(rp, rd)), target * 1e-1, 1e-14)
 
-    def _shrink_penalties(self, mu_eq, mu_in):
+    def _shrink_penalties(self, mu_eq, mu_in, x, tol_d):
+        """Penalties times mu_update_factor, down to mu_min and, unless tol_d is None, no
+        lower than where the multipliers' rounding floor (:meth:`_dual_floor`) would exceed
+        the dual tolerance: below that the dual residual hovers at the floor until a stall
+        grows the penalties back (equality n = 20,000 at eps_abs 1e-6: mu_eq went to 1e-6,
+        floor 1e-6, and a warm re-solve spent 15 outer iterations there)."""
         st = self.st
         f = st.mu_update_factor
         floor_eq, floor_in = self._mu_floor
         new_eq = np.maximum(mu_eq * f, floor_eq) if mu_eq.size else mu_eq
         new_in = np.maximum(mu_in * f, floor_in) if mu_in.size else mu_in
+        excess = 0.0 if tol_d is None else (
+            self._dual_floor(x, new_eq, new_in) / (_FLOOR_SHARE * tol_d))
+        if excess > 1.0:
+            # The floor is inversely proportional to a common scaling of the penalties. A
+            # shrink by less than _FLOOR_MIN_SHRINK is not worth its refactorization.
+            if excess * f > _FLOOR_MIN_SHRINK:
+                return mu_eq, mu_in
+            new_eq = np.minimum(new_eq * excess, mu_eq) if mu_eq.size else mu_eq
+            new_in = np.minimum(new_in * excess, mu_in) if mu_in.size else mu_in
         changed = (mu_eq.size and not np.array_equal(new_eq, mu_eq)) or (
             mu_in.size and not np.array_equal(new_in, mu_in))
         return (new_eq, new_in) if changed else (mu_eq, mu_in)
+
+    def _dual_floor(self, x, mu_eq, mu_in):
+        """Estimated rounding floor of the unscaled dual residual at penalties (mu_eq, mu_in).
+
+        The multipliers are y = y_e + (Ax - b) / mu_eq (z likewise on the active rows): the
+        rounding error of Ax - b, eps (|A||x| + |b|), reaches the dual residual through
+        |A'| / mu. An upper estimate (sums of absolute values): 3-4x the observed floor on
+        the equality class."""
+        sc = self.sc
+        acc = np.zeros(sc.n)
+        ax = np.abs(x)
+        if sc.m:
+            if self._abs_a is None:
+                self._abs_a = (abs(sc.A), abs(sc.At))
+            A_abs, At_abs = self._abs_a
+            acc += At_abs @ ((A_abs @ ax + np.abs(sc.b)) / mu_eq)
+        if sc.p and np.any(self._active):
+            if self._abs_c is None:
+                self._abs_c = (abs(sc.C), abs(sc.Ct))
+            C_abs, Ct_abs = self._abs_c
+            act = self._active
+            bound = np.where(act > 0, sc.u, np.where(act < 0, sc.l, 0.0))
+            err = np.where(act != 0, C_abs @ ax + np.abs(bound), 0.0)
+            acc += Ct_abs @ (err / mu_in)
+        if not sc.n:
+            return 0.0
+        return float(np.finfo(float).eps * np.max(acc * self._dual_unscale))
 
     def _grow_penalties(self, mu_eq, mu_in):
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop

@@ -208,6 +208,8 @@ def test_unknown_setting(data):
     ("eps_abs", -1.0, ValueError),
     ("eps_abs", float("nan"), (TypeError, ValueError)),
     ("eps_rel", -1e-3, ValueError),
+    ("eps_gap_rel", -1e-9, ValueError),
+    ("eps_gap_rel", float("inf"), ValueError),
     ("max_iter", 0, ValueError),
     ("max_iter", 2.5, ValueError),
     ("max_iter_in", 0, ValueError),
