@@ -1,10 +1,25 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Kernels of the GMRES refinement of KKT solves (sparseqp.refine).
+"""Kernels of the GMRES refinement of KKT solves (sparseqp.refine) and of the backward pass.
 
 Contiguous float64 arrays only; no Python objects inside the loops.
+
+The whole GMRES loop lives here, not only its Arnoldi step: on the n = 3,205 MPC backward the
+Python loop around the step (a dozen numpy temporaries, memoryview acquisitions and small
+allocations per iteration, the ``y @ Q`` updates) cost ~0.2 ms, a fifth of the six solves it
+drives. The only Python calls left are the solves (and a non-diagonal correction operator).
 """
-from libc.math cimport sqrt
+from libc.math cimport sqrt, fabs
+from libc.stdlib cimport malloc, free
 import numpy as np
+
+ctypedef fused index_t:
+    int
+    long long
+
+# the largest restart length the fixed-size work arrays of gmres() hold
+cdef enum:
+    MAXR = 32
+MAX_RESTART = MAXR
 
 
 cdef double _dot(const double* a, const double* b, Py_ssize_t N) noexcept nogil:
@@ -21,69 +36,343 @@ cdef double _dot(const double* a, const double* b, Py_ssize_t N) noexcept nogil:
     return (s0 + s1) + (s2 + s3)
 
 
-cdef double _project_out(double[:, ::1] Q, Py_ssize_t k, double[::1] w,
-                         double[::1] h, double[::1] c) noexcept nogil:
-    """c = Q[:k+1] w, h[:k+1] += c, w -= Q[:k+1]' c; returns |w|^2."""
-    cdef Py_ssize_t i, j, N = w.shape[0]
+cdef double _project_out(double* Q, Py_ssize_t ld, Py_ssize_t k, double* w, double* h,
+                         double* c, Py_ssize_t N) noexcept nogil:
+    """c = Q[:k+1] w, h[:k+1] += c, w -= Q[:k+1]' c; returns |w|^2 (Q rows ld apart)."""
+    cdef Py_ssize_t i, j
     cdef double t
+    cdef double* q
     for j in range(k + 1):
-        c[j] = _dot(&Q[j, 0], &w[0], N)
+        c[j] = _dot(Q + j * ld, w, N)
         h[j] += c[j]
     for j in range(k + 1):
         t = c[j]
+        q = Q + j * ld
         for i in range(N):
-            w[i] -= t * Q[j, i]
-    return _dot(&w[0], &w[0], N)
+            w[i] -= t * q[i]
+    return _dot(w, w, N)
 
 
-def arnoldi_step(double[:, ::1] Q, Py_ssize_t k, const double[::1] corr, const double[::1] z,
-                 double[:, ::1] R, double[::1] cs, double[::1] sn, double[::1] g):
-    """Step k of GMRES on I + T, T = diag(corr) K^{-1}, given z = K^{-1} Q[k].
+cdef double _arnoldi_step(double* Q, Py_ssize_t ld, Py_ssize_t k, const double* scale,
+                          const double* z, double* R, double* cs, double* sn, double* g,
+                          Py_ssize_t N, double* hn_out) noexcept nogil:
+    """Step k of GMRES on I + T, T = diag(scale) K^{-1} (scale NULL: unit), given
+    z = K^{-1} Q[k] (or the correction operator applied to it).
 
-    Arnoldi: w = corr * z orthogonalized against Q[:k+1] (classical Gram-Schmidt, repeated once
+    Arnoldi: w = scale * z orthogonalized against Q[:k+1] (classical Gram-Schmidt, repeated once
     only when it cancels all but 1e-2 of |w|, i.e. loses 2+ digits of orthogonality: with at most
-    16 vectors and the caller's check of the true residual, milder losses cost at most an
+    MAXR vectors and the caller's check of the true residual, milder losses cost at most an
     iteration, while a second pass costs two more sweeps over the basis at every step), its
-    norm hn, Q[k+1] = w / hn. The
-    Hessenberg column (plus 1 on the diagonal for the identity) goes into R[:k+2, k] and is
-    reduced to triangular form by the stored Givens rotations (cs, sn)[:k] and a new one, also
-    applied to the residual vector g. Q: (>= k+2, N); R: (>= k+2, >= k+1).
+    norm hn, Q[k+1] = w / hn. The Hessenberg column (plus 1 on the diagonal for the identity)
+    goes into column k of R (row-major, MAXR columns) and is reduced to triangular form by the
+    stored Givens rotations (cs, sn)[:k] and a new one, also applied to the residual vector g.
 
-    Returns (|g[k+1]|, hn): the GMRES residual norm after this step, and hn (0: breakdown, the
-    Krylov space is invariant; Q[k+1] is then left unnormalized).
+    Returns |g[k+1]|, the GMRES residual norm after this step; hn_out gets hn (0: breakdown,
+    the Krylov space is invariant; Q[k+1] is then left unnormalized).
     """
-    cdef Py_ssize_t i, j, N = z.shape[0]
-    cdef double[::1] w = Q[k + 1]
-    cdef double[::1] c = np.empty(k + 1)
-    cdef double[::1] h = np.zeros(k + 1)
+    cdef Py_ssize_t i, j
+    cdef double* w = Q + (k + 1) * ld
+    cdef double c[MAXR]
+    cdef double h[MAXR]
     cdef double n0, n1, hn, t, d, hk
-    with nogil:
+    if scale != NULL:
         for i in range(N):
-            w[i] = corr[i] * z[i]
-        n0 = _dot(&w[0], &w[0], N)
-        n1 = _project_out(Q, k, w, h, c)
-        if n1 < 1e-4 * n0:
-            n1 = _project_out(Q, k, w, h, c)
-        hn = sqrt(n1)
-        if hn > 0.0:
+            w[i] = scale[i] * z[i]
+    else:
+        for i in range(N):
+            w[i] = z[i]
+    for j in range(k + 1):
+        h[j] = 0.0
+    n0 = _dot(w, w, N)
+    n1 = _project_out(Q, ld, k, w, h, c, N)
+    if n1 < 1e-4 * n0:
+        n1 = _project_out(Q, ld, k, w, h, c, N)
+    hn = sqrt(n1)
+    if hn > 0.0:
+        for i in range(N):
+            w[i] /= hn
+    h[k] += 1.0
+    for j in range(k):
+        t = cs[j] * h[j] + sn[j] * h[j + 1]
+        h[j + 1] = -sn[j] * h[j] + cs[j] * h[j + 1]
+        h[j] = t
+    hk = h[k]
+    d = sqrt(hk * hk + hn * hn)
+    if d > 0.0:
+        cs[k] = hk / d
+        sn[k] = hn / d
+    else:
+        cs[k] = 1.0
+        sn[k] = 0.0
+    for j in range(k):
+        R[j * MAXR + k] = h[j]
+    R[k * MAXR + k] = d
+    g[k + 1] = -sn[k] * g[k]
+    g[k] = cs[k] * g[k]
+    hn_out[0] = hn
+    return fabs(g[k + 1])
+
+
+cdef inline bint _finite(double x) noexcept nogil:
+    return x - x == 0.0
+
+
+def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
+          Py_ssize_t restart, double[:, ::1] Q):
+    """Restarted right-preconditioned GMRES for ``(K_reg + C) u = rhs`` given
+    ``solve(v) = K_reg^{-1} v`` (see :func:`sparseqp.refine.gmres_refine`, which documents the
+    arguments and owns the workspace ``Q``, at least (restart + 1, N)).
+
+    ``corr``: the diagonal of C as a float64 array, or a callable ``u -> C u``. ``solve`` must
+    return a new contiguous float64 array at each call (qdldl's solve does): the results are
+    kept as the basis Z = K_reg^{-1} Q without a copy, and the first one becomes u.
+
+    Returns (u, n_solves).
+    """
+    cdef const double[::1] rhs = rhs_in
+    cdef Py_ssize_t N = rhs.shape[0], ld = Q.shape[1], i, j, k, k_used, slow
+    cdef Py_ssize_t n_solves
+    cdef bint diagonal = not callable(corr)
+    cdef const double[::1] cdiag
+    cdef const double* scale = NULL
+    cdef double[::1] u, v
+    cdef const double[::1] cz
+    cdef const double[::1] zk
+    cdef const double* zp[MAXR]
+    cdef double R[(MAXR + 1) * MAXR]
+    cdef double cs[MAXR]
+    cdef double sn[MAXR]
+    cdef double g[MAXR + 1]
+    cdef double y[MAXR]
+    cdef double norm_rhs, beta, res, hn, prev, s, thresh
+    if restart < 1 or restart > MAXR or Q.shape[0] < restart + 1 or ld != N:
+        raise ValueError("gmres: bad restart length or workspace shape")
+    if diagonal:
+        cdiag = corr
+        if cdiag.shape[0] != N:
+            raise ValueError("gmres: correction of the wrong length")
+        scale = &cdiag[0]
+    Qa = np.asarray(Q)
+    norm_rhs = sqrt(_dot(&rhs[0], &rhs[0], N))
+    thresh = tol * norm_rhs
+    u = solve(rhs_in)
+    v = np.array(rhs_in, dtype=np.float64)
+    n_solves = 1
+    zs = [None] * restart           # keeps the solves' arrays (Z) alive
+    while n_solves < max_solves:
+        # r = rhs - (K_reg + C) u, with K_reg u = v, into Q[0]
+        if diagonal:
             for i in range(N):
-                w[i] /= hn
-        h[k] += 1.0
-        for j in range(k):
-            t = cs[j] * h[j] + sn[j] * h[j + 1]
-            h[j + 1] = -sn[j] * h[j] + cs[j] * h[j + 1]
-            h[j] = t
-        hk = h[k]
-        d = sqrt(hk * hk + hn * hn)
-        if d > 0.0:
-            cs[k] = hk / d
-            sn[k] = hn / d
+                Q[0, i] = rhs[i] - v[i] - scale[i] * u[i]
         else:
-            cs[k] = 1.0
-            sn[k] = 0.0
-        for j in range(k):
-            R[j, k] = h[j]
-        R[k, k] = d
-        g[k + 1] = -sn[k] * g[k]
-        g[k] = cs[k] * g[k]
-    return abs(g[k + 1]), hn
+            cz = np.ascontiguousarray(corr(np.asarray(u)), dtype=np.float64)
+            for i in range(N):
+                Q[0, i] = rhs[i] - v[i] - cz[i]
+        beta = sqrt(_dot(&Q[0, 0], &Q[0, 0], N))
+        if beta <= thresh or not _finite(beta):
+            break
+        for i in range(N):
+            Q[0, i] /= beta
+        for j in range(restart + 1):
+            g[j] = 0.0
+        g[0] = beta
+        k_used = 0
+        slow = 0
+        prev = beta
+        for k in range(restart):
+            zk = solve(Qa[k])
+            zs[k] = zk
+            zp[k] = &zk[0]
+            n_solves += 1
+            if diagonal:
+                res = _arnoldi_step(&Q[0, 0], ld, k, scale, zp[k], R, cs, sn, g, N, &hn)
+            else:
+                cz = np.ascontiguousarray(corr(zs[k]), dtype=np.float64)
+                res = _arnoldi_step(&Q[0, 0], ld, k, NULL, &cz[0], R, cs, sn, g, N, &hn)
+            if R[k * MAXR + k] == 0.0 or not _finite(res):
+                break               # no new direction: drop this column
+            k_used = k + 1
+            # an inconsistent singular system: the residual stops falling
+            slow = slow + 1 if res > 0.5 * prev else 0
+            prev = res
+            if res <= thresh or hn <= 1e-14 or slow >= 3 or n_solves >= max_solves:
+                break
+        if k_used == 0:
+            break
+        # back substitution with the triangle; zero pivots give zero
+        for i in range(k_used - 1, -1, -1):
+            s = g[i]
+            for j in range(i + 1, k_used):
+                s -= R[i * MAXR + j] * y[j]
+            y[i] = s / R[i * MAXR + i] if R[i * MAXR + i] != 0.0 else 0.0
+        with nogil:
+            for i in range(N):
+                s = 0.0
+                for j in range(k_used):
+                    s += y[j] * Q[j, i]
+                v[i] += s
+                s = 0.0
+                for j in range(k_used):
+                    s += y[j] * zp[j][i]
+                u[i] += s
+        if slow >= 3:
+            break
+    return np.asarray(u), n_solves
+
+
+def sym_upper_residual(const index_t[::1] indptr, const index_t[::1] indices,
+                       const double[::1] data, const double[::1] corr, const double[::1] u,
+                       const double[::1] rhs, double[::1] r):
+    """r = rhs - (K + diag(corr)) u for the symmetric K whose upper triangle (diagonal
+    included) is the CSC (indptr, indices, data); returns |r|. One pass over K's entries and
+    one over the vectors: the true residual of a refined derivative solve without the
+    temporaries of ``rhs - (corr * u + K u)``."""
+    cdef Py_ssize_t j, k, i, N = indptr.shape[0] - 1
+    cdef double val, uj, acc, out = 0.0
+    with nogil:
+        for j in range(N):
+            r[j] = 0.0
+        for j in range(N):
+            uj = u[j]
+            acc = 0.0
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                val = data[k]
+                if i == j:
+                    acc += val * uj
+                else:
+                    r[i] += val * uj
+                    acc += val * u[i]
+            r[j] += acc
+        for j in range(N):
+            r[j] = rhs[j] - (corr[j] * u[j] + r[j])
+            out += r[j] * r[j]
+    return sqrt(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the vectors and pattern gradients of the backward pass: one pass each instead of a chain of
+# numpy temporaries (each ~2-5 us on n ~ 3,000 with the caches cold after a forward solve)
+# ---------------------------------------------------------------------------------------------
+
+def active_sets(const double[::1] z, const double[::1] s_in, const double[::1] l,
+                const double[::1] u, double tau, double[::1] s_out,
+                signed char[::1] active, double[::1] side):
+    """The rows a derivative differentiates through, from a solution's (z, s_in).
+
+    s_out = s_in where |s_in| > tau else 0 (the shifted rows); active = (z != 0 or shifted);
+    side = +1 / -1: the bound an active row's gradient goes to (upper / lower: sign of z, or of
+    the shift on shifted rows; an equality row l = u with z = 0 counts as upper), 0 elsewhere.
+    """
+    cdef Py_ssize_t i, p = z.shape[0]
+    cdef double s, sd
+    with nogil:
+        for i in range(p):
+            s = s_in[i] if fabs(s_in[i]) > tau else 0.0
+            s_out[i] = s
+            if s != 0.0:
+                sd = 1.0 if s > 0.0 else -1.0
+            elif z[i] > 0.0:
+                sd = 1.0
+            elif z[i] < 0.0:
+                sd = -1.0
+            else:
+                sd = z[i]           # 0 (or nan: np.sign's rule)
+            active[i] = 1 if (z[i] != 0.0 or s != 0.0) else 0
+            if active[i] and sd == 0.0 and l[i] == u[i]:
+                sd = 1.0
+            side[i] = sd
+
+
+def scale_rhs(double c, const double[::1] D, const double[::1] E, const double[::1] F,
+              const signed char[::1] active, const double[::1] vx, const double[::1] vy,
+              const double[::1] vz, double[::1] out):
+    """out = (c D vx, E vy, F vz) with vz zeroed on inactive rows: an unscaled KKT right-hand
+    side in the Ruiz-scaled units of the factorization (see Linearization.solve_unscaled)."""
+    cdef Py_ssize_t i, n = D.shape[0], m = E.shape[0], p = F.shape[0]
+    with nogil:
+        for i in range(n):
+            out[i] = c * D[i] * vx[i]
+        for i in range(m):
+            out[n + i] = E[i] * vy[i]
+        for i in range(p):
+            out[n + m + i] = F[i] * vz[i] if active[i] != 0 else 0.0
+
+
+def unscale_solution(double c, const double[::1] D, const double[::1] E, const double[::1] F,
+                     const signed char[::1] active, const double[::1] us, double[::1] wx,
+                     double[::1] wy, double[::1] wz):
+    """(wx, wy, wz) = (D us_x, E us_y / c, F us_z / c) with wz zeroed on inactive rows."""
+    cdef Py_ssize_t i, n = D.shape[0], m = E.shape[0], p = F.shape[0]
+    with nogil:
+        for i in range(n):
+            wx[i] = D[i] * us[i]
+        for i in range(m):
+            wy[i] = E[i] * us[n + i] / c
+        for i in range(p):
+            wz[i] = F[i] * us[n + m + i] / c if active[i] != 0 else 0.0
+
+
+def pattern_outer(const index_t[::1] indptr, const index_t[::1] indices, double alpha,
+                  const double[::1] a, const double[::1] b, const double[::1] c,
+                  const double[::1] d, double[::1] out):
+    """out_k = alpha (a_i b_j + c_i d_j) for each stored entry k = (i, j) of a CSC matrix: a
+    matrix gradient on its pattern, nothing dense made. (alpha is a power of 2 in the backward,
+    -1 or -1/2, so this is bitwise the sum of the products with the scaled vectors.)"""
+    cdef Py_ssize_t j, k, i, ncol = indptr.shape[0] - 1
+    with nogil:
+        for j in range(ncol):
+            for k in range(indptr[j], indptr[j + 1]):
+                i = indices[k]
+                out[k] = alpha * (a[i] * b[j] + c[i] * d[j])
+
+
+
+# ---------------------------------------------------------------------------------------------
+# LDL' solve on a copy of qdldl's factors
+# ---------------------------------------------------------------------------------------------
+# qdldl's solve sums each column of L' into one accumulator: on the MPC KKT matrices (banded,
+# columns of ~8 entries, an elimination tree close to a path) the back substitution is then
+# bound by the add latency, ~4 cycles per entry. Here the entries of a column that do not
+# depend on the value just computed are summed on two accumulators first and the nearest entry
+# (the first of a column with sorted row indices: the row computed last in the backward sweep)
+# comes in last, so only one multiply-subtract per column is on the critical path: 131 -> ~85 us
+# per solve at N = 8,540, nnz(L) = 66k.
+
+def ldl_solve(const index_t[::1] Lp, const index_t[::1] Li, const double[::1] Lx,
+              const double[::1] Dinv, const long long[::1] perm, const double[::1] b,
+              double[::1] out):
+    """out = P' L^-T D^-1 L^-1 P b for the factorization P K P' = L D L' (L unit lower
+    triangular, strict part in CSC; P b = b[perm]). ``out`` must not alias ``b``."""
+    cdef Py_ssize_t i, j, s, e, n = Dinv.shape[0]
+    cdef double val, s0, s1
+    cdef double* x = <double*> malloc(max(n, 1) * sizeof(double))
+    if x == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            x[i] = b[perm[i]]
+        # L x = P b, column by column (scatter)
+        for i in range(n):
+            val = x[i]
+            for j in range(Lp[i], Lp[i + 1]):
+                x[Li[j]] -= Lx[j] * val
+        # D^-1, then L' x = y backwards; out = P' x on the way
+        for i in range(n - 1, -1, -1):
+            s = Lp[i]
+            e = Lp[i + 1]
+            val = x[i] * Dinv[i]
+            if e > s:
+                s0 = 0.0
+                s1 = 0.0
+                j = e - 1
+                while j > s + 1:
+                    s0 += Lx[j] * x[Li[j]]
+                    s1 += Lx[j - 1] * x[Li[j - 1]]
+                    j -= 2
+                if j > s:
+                    s0 += Lx[j] * x[Li[j]]
+                val = (val - (s0 + s1)) - Lx[s] * x[Li[s]]
+            x[i] = val
+            out[perm[i]] = val
+    free(x)
