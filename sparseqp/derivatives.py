@@ -43,12 +43,13 @@ Linear algebra: everything runs on the Ruiz-scaled problem. Feasible points use 
 the forward pass left behind (a regularized K0), refined against the target matrix by GMRES
 preconditioned with that factorization (:mod:`sparseqp.refine`), and a numeric refactorization
 (regularization ``bw_reg``) only when the stored factorization is for another active set or
-values, or when refinement stalls. The solves use a copy of the factors made once per
-factorization (:meth:`~sparseqp.kkt.KKTSystem.many_solves`: a faster LDL' kernel). Closest-feasible points use one numeric refactorization per
-linearization (kept for later vjp/jvp calls, redone when another solve replaced it), of K_mu =
-[H + bw_reg I, M'; M, -mu I] (unscaled; mu = ``bw_closest_eps`` relative to the largest row
-scaling, raised until the smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every
-digit at 1e-14). GMRES with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
+values, or when refinement stalls (the solves use a copy of its factors and a faster LDL'
+kernel: :meth:`~sparseqp.kkt.KKTSystem.many_solves`).
+Closest-feasible points use one numeric refactorization per linearization (kept for later
+vjp/jvp calls, redone when another solve replaced it), of K_mu = [H + bw_reg I, M'; M, -mu I]
+(unscaled; mu = ``bw_closest_eps`` relative to the largest row scaling, raised until the
+smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every digit at 1e-14). GMRES
+with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
 point iteration on the multipliers) and the projections (correction -(H + bw_reg I) on the
 variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
 active constraints): the refinement converges to the least-squares/minimum-norm solution where the
@@ -404,7 +405,8 @@ class Linearization:
         # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
         # (inactive rows of v_z ignored)
         rhs = np.empty(self.kkt.N)
-        _krylov.scale_rhs(sc.c, sc.D, sc.E, sc.F, self.active, _f64(rx), _f64(ry), _f64(rz), rhs)
+        _krylov.scale_rhs(sc.c, sc.D, sc.E, sc.F, self.active, _f64(rx), _f64_or_none(ry),
+                          _f64_or_none(rz), rhs)
         u, info = self.solve(rhs, y_in_range)
         wx, wy, wz = np.empty(sc.n), np.empty(sc.m), np.empty(sc.p)
         _krylov.unscale_solution(sc.c, sc.D, sc.E, sc.F, self.active, _f64(u), wx, wy, wz)
@@ -415,13 +417,15 @@ class Linearization:
 # reverse mode
 # ---------------------------------------------------------------------------------------------
 
-def _vec(v, name, size):
+def _vec(v, name, size, none=False):
+    """The cotangent/direction ``v`` as a contiguous float64 vector of length ``size``,
+    checked; zeros when ``v`` is None (None itself with ``none``)."""
     if v is None:
-        return np.zeros(size)
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
+        return None if none else np.zeros(size)
+    a = np.ascontiguousarray(np.asarray(v, dtype=np.float64).reshape(-1))
     if a.shape[0] != size:
         raise ValueError(f"{name} has length {a.shape[0]}, expected {size}")
-    if not np.all(np.isfinite(a)):
+    if not _krylov.all_finite(a):
         raise ValueError(f"{name} contains NaN or infinite entries")
     return a
 
@@ -450,22 +454,20 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     p = lin.problem
     n, m, q = p.n, p.n_eq, p.n_in
     vx = _vec(dx, "dx", n)
-    vy = _vec(dy, "dy", m)
-    vz = _vec(dz, "dz", q)
-    vse = _vec(ds_eq, "ds_eq", m)
-    vsi = _vec(ds_in, "ds_in", q)
-    if lin.closest and (np.any(vy) or np.any(vz)):
-        raise DerivativeError("dy/dz cotangents are not supported for a closest-feasible "
-                              "solution: its multipliers are not unique")
-    shifted = lin.s_in != 0
-    if not lin.closest:
-        vse = np.zeros(m)
-        vsi = np.zeros(q)
-    else:
-        vsi = np.where(shifted, vsi, 0.0)
-    # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
+    # (None: zero, not materialized)
+    vy = _vec(dy, "dy", m, none=True)
+    vz = _vec(dz, "dz", q, none=True)
+    vse = _vec(ds_eq, "ds_eq", m, none=True)
+    vsi = _vec(ds_in, "ds_in", q, none=True)
     vx_tot = vx
     if lin.closest:
+        vse = np.zeros(m) if vse is None else vse
+        vsi = np.zeros(q) if vsi is None else vsi
+        if (vy is not None and np.any(vy)) or (vz is not None and np.any(vz)):
+            raise DerivativeError("dy/dz cotangents are not supported for a closest-feasible "
+                                  "solution: its multipliers are not unique")
+        vsi = np.where(lin.s_in != 0, vsi, 0.0)
+        # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
         vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
     # (inactive rows of vz are ignored: the solve masks them)
     wx, wy, wz, info = lin.solve_unscaled(vx_tot, vy, vz)
@@ -474,7 +476,8 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     gH = _on_pattern(p.H, -0.5, wx, x, x, wx)
     gg = -wx
     gA = _on_pattern(p.A, -1.0, y, wx, wy, x)
-    gb = wy.copy()
+    # (wy is this call's own array, unless the closest-feasible projection kept it)
+    gb = wy.copy() if lin.closest else wy
     # z and wz are 0 off the active set: inactive rows get nothing
     gC = _on_pattern(p.C, -1.0, z, wx, wz, x)
     if lin.closest:
@@ -493,8 +496,8 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
             gC.data += _pattern_values(p.C, 1.0, vsi, x, -lin.s_in, ox)
         wz = wz - vsi      # vsi is 0 off the shifted rows
     # side is +1 / -1 on the active rows (upper / lower bound), 0 elsewhere
-    gu = np.where(lin.side > 0, wz, 0.0)
-    gl = np.where(lin.side < 0, wz, 0.0)
+    gl, gu = np.empty(q), np.empty(q)
+    _krylov.split_sides(lin.side, _f64(wz), gl, gu)
     return Gradients(H=gH, g=gg, A=gA, b=gb, C=gC, l=gl, u=gu, info=info)
 
 
@@ -510,6 +513,10 @@ def _merge_info(a, b):
 
 def _f64(a):
     return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _f64_or_none(a):
+    return None if a is None else _f64(a)
 
 
 def _pattern_values(M, alpha, a, b, c, d):

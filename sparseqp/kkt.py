@@ -28,10 +28,14 @@ from .problem import Problem
 
 __all__ = ["ScaledProblem", "KKTSystem"]
 
-# The backward's solves (several per factorization) use a copy of the factors and the Cython
-# LDL' kernel (_krylov.ldl_solve, ~35% faster than qdldl's solve on banded KKT matrices), unless
-# the copy of L would take more than this many bytes: it doubles the factorization's memory
-# until the next factorization, and copying it costs about one solve.
+# Derivative solves use a copy of the factors and the Cython LDL' kernel (_krylov.ldl_solve,
+# ~30% faster than qdldl's solve on banded KKT matrices), unless the copy of L would take more
+# than this many bytes (it doubles the factorization's memory until the next factorization).
+# The copy (qdldl's factors()) costs ~2 solves right after a forward solve (~285 us at
+# N = 8,540): the ~7 solves of one MPC backward gain a little more (1.63 -> 1.48 ms at n = 3,205,
+# 4.18 -> 3.63 ms at n = 10,000), later derivative calls on the factorization all of it. Every
+# derivative solve goes through it, also the first: repeated backward passes give bitwise the
+# same gradients (torch's gradcheck tests reentrancy with zero tolerance).
 _FACTOR_COPY_MAX_BYTES = 256 << 20
 
 
@@ -289,11 +293,11 @@ class KKTSystem:
         return self.solver.solve(rhs)
 
     def many_solves(self):
-        """A function ``v -> K^{-1} v`` (new array) for the current factorization, for a caller
-        about to do several solves with it (the backward: ~7): a copy of qdldl's factors and
-        the Cython LDL' kernel, made once per factorization (the copy costs about one solve).
-        Plain :meth:`solve` when the size of L is unknown (no :meth:`inertia_ok` yet) or its
-        copy would exceed _FACTOR_COPY_MAX_BYTES."""
+        """A function ``v -> K^{-1} v`` (new array) for the current factorization, for a
+        derivative solve about to do several solves with it: a copy of qdldl's factors (made
+        once per factorization) and the Cython LDL' kernel. Plain :meth:`solve` when the size
+        of L is unknown (no :meth:`inertia_ok` yet) or its copy would exceed
+        _FACTOR_COPY_MAX_BYTES."""
         if self._copied is not None and self._copied[0] == self.fact_id:
             return self._copied[1]
         if self.nnz_L is None or 12 * self.nnz_L > _FACTOR_COPY_MAX_BYTES:

@@ -694,18 +694,22 @@ def test_backward_reuses_forward_factorization(seed):
 
 
 def test_backward_factor_copy_follows_the_factorization(monkeypatch):
-    """The backward solves with a copy of the factors made once per factorization: a later
-    solve of other values (Solver.update) must not reuse it, and the plain qdldl solve used
-    above the size cap gives the same gradients."""
+    """The backward solves with a copy of the factors (the Cython LDL' kernel): repeated calls
+    give bitwise the same gradients, a later solve of other values (Solver.update) must not
+    reuse the copy, and above the size cap qdldl's own solve gives the same gradients."""
     from sparseqp import kkt as kkt_mod
 
     p = well_scaled_qp(seed=0)
     solver = sparseqp.Solver(p.H, p.g, p.A, p.b, p.C, p.l, p.u, **KW)
     r1 = solver.solve()
     v = np.random.default_rng(0).standard_normal(p.n)
-    G1 = r1.vjp(dx=v)
     kkt = solver._kkt
+    G1 = r1.vjp(dx=v)
     assert kkt._copied is not None and kkt._copied[0] == kkt.fact_id
+    G1b = r1.vjp(dx=v)
+    for name in ("g", "b", "l", "u"):
+        np.testing.assert_array_equal(getattr(G1b, name), getattr(G1, name))
+    np.testing.assert_array_equal(G1b.A.data, G1.A.data)
     H2 = (p.H * 1.5).tocsc()
     solver.update(H=H2)
     r2 = solver.solve()
@@ -713,7 +717,7 @@ def test_backward_factor_copy_follows_the_factorization(monkeypatch):
     fresh = sparseqp.solve(H2, p.g, p.A, p.b, p.C, p.l, p.u, **KW).vjp(dx=v)
     np.testing.assert_allclose(G2.g, fresh.g, rtol=1e-8, atol=1e-10)
     assert np.linalg.norm(G2.g - G1.g) > 1e-3 * np.linalg.norm(G1.g)
-    # above the cap: qdldl's own solve, same gradients
+    # above the cap: qdldl's own solve, no copy, the same gradients to rounding
     monkeypatch.setattr(kkt_mod, "_FACTOR_COPY_MAX_BYTES", 0)
     r3 = sparseqp.solve(p.H, p.g, p.A, p.b, p.C, p.l, p.u, **KW)
     k3 = r3._solver._kkt
@@ -758,6 +762,37 @@ def test_wrong_cotangent_length_shifts():
         r.vjp(ds_in=np.ones(p.n_in - 1))
     with pytest.raises(DerivativeError):
         r.vjp(dy=np.ones(p.n_eq))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["dx", "dy", "dz"])
+def test_non_finite_cotangent_raises(name, bad):
+    p = well_scaled_qp(seed=1)
+    r = solve(data_of(p))
+    size = {"dx": p.n, "dy": p.n_eq, "dz": p.n_in}[name]
+    v = np.ones(size)
+    v[size // 2] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        r.vjp(**{name: v})
+    # a strided (non-contiguous) cotangent is read as its values
+    strided = np.full(2 * size, 1.0)[::2]
+    G = r.vjp(**{name: strided})
+    G0 = r.vjp(**{name: np.ones(size)})
+    np.testing.assert_array_equal(G.g, G0.g)
+
+
+def test_bound_gradients_follow_the_side_of_the_active_bound():
+    """dL/du only on upper-active rows, dL/dl only on lower-active rows, both -w_z there."""
+    p = well_scaled_qp(seed=3)
+    r = solve(data_of(p))
+    G = r.vjp(dx=np.ones(p.n))
+    up, lo = r.z > 0, r.z < 0
+    assert np.any(up | lo)
+    assert np.all(G.u[~up] == 0) and np.all(G.l[~lo] == 0)
+    from sparseqp.derivatives import _linearization
+    _, _, wz, _ = _linearization(r).solve_unscaled(-np.ones(p.n), None, None)
+    np.testing.assert_allclose(G.u[up], -wz[up], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(G.l[lo], -wz[lo], rtol=1e-8, atol=1e-12)
 
 
 def _badly_scaled_inconsistent(seed):
