@@ -393,6 +393,17 @@ def split_sides(const double[::1] side, const double[::1] wz, double[::1] gl, do
             gl[i] = wz[i] if side[i] < 0.0 else 0.0
 
 
+def same_support(const signed char[::1] a, const signed char[::1] b):
+    """a and b (int8 masks) are nonzero at the same positions (and have the same length)."""
+    cdef Py_ssize_t i, n = a.shape[0]
+    if b.shape[0] != n:
+        return False
+    for i in range(n):
+        if (a[i] != 0) != (b[i] != 0):
+            return False
+    return True
+
+
 def all_finite(const double[::1] a):
     """No NaN or infinite entry (one pass, no temporary)."""
     cdef Py_ssize_t i, n = a.shape[0]

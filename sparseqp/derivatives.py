@@ -277,7 +277,7 @@ class Linearization:
                 break
             u = u + solve(r)
             n_ref += 1
-        if not np.all(np.isfinite(best_u)):
+        if not _krylov.all_finite(best_u):
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
             best_r = np.inf
         return best_u, n_ref, best_r

@@ -252,7 +252,7 @@ class KKTSystem:
         active set."""
         return (fact_id is not None and self.fact_id == fact_id and self.rho is not None
                 and self._values_of is not None and self._values_of.values_key is sc.values_key
-                and np.array_equal(self.active != 0, active != 0))
+                and _krylov.same_support(self.active, active))
 
     def factorize(self, rho: float, mu_eq: np.ndarray, mu_in: np.ndarray, active: np.ndarray):
         """Numeric factorization for these penalties and active set (symbolic once).

@@ -146,3 +146,15 @@ def test_gmres_rejects_a_restart_beyond_its_work_arrays():
     Q = np.empty((_krylov.MAX_RESTART + 2, n + m))
     with pytest.raises(ValueError):
         _krylov.gmres(solve, corr, np.ones(n + m), 1e-12, 10, _krylov.MAX_RESTART + 1, Q)
+
+
+def test_same_support_and_all_finite_kernels():
+    from sparseqp import _krylov
+
+    a = np.array([0, 1, -1, 0], dtype=np.int8)
+    assert _krylov.same_support(a, np.array([0, 1, 1, 0], dtype=np.int8))
+    assert not _krylov.same_support(a, np.array([0, 1, 0, 0], dtype=np.int8))
+    assert not _krylov.same_support(a, a[:3].copy())
+    assert _krylov.all_finite(np.array([1e308, -1e308, 0.0]))
+    for bad in (np.nan, np.inf, -np.inf):
+        assert not _krylov.all_finite(np.array([1.0, bad, 2.0]))
