@@ -43,11 +43,13 @@ Linear algebra: everything runs on the Ruiz-scaled problem. Feasible points use 
 the forward pass left behind (a regularized K0), refined against the target matrix by GMRES
 preconditioned with that factorization (:mod:`sparseqp.refine`), and a numeric refactorization
 (regularization ``bw_reg``) only when the stored factorization is for another active set or
-values, or when refinement stalls. Closest-feasible points use one numeric refactorization per
-linearization (kept for later vjp/jvp calls, redone when another solve replaced it), of K_mu =
-[H + bw_reg I, M'; M, -mu I] (unscaled; mu = ``bw_closest_eps`` relative to the largest row
-scaling, raised until the smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every
-digit at 1e-14). GMRES with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
+values, or when refinement stalls (the solves use a copy of its factors and a faster LDL'
+kernel: :meth:`~sparseqp.kkt.KKTSystem.many_solves`).
+Closest-feasible points use one numeric refactorization per linearization (kept for later
+vjp/jvp calls, redone when another solve replaced it), of K_mu = [H + bw_reg I, M'; M, -mu I]
+(unscaled; mu = ``bw_closest_eps`` relative to the largest row scaling, raised until the
+smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every digit at 1e-14). GMRES
+with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
 point iteration on the multipliers) and the projections (correction -(H + bw_reg I) on the
 variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
 active constraints): the refinement converges to the least-squares/minimum-norm solution where the
@@ -64,7 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from . import _kernels
+from . import _kernels, _krylov
 from .kkt import index_parts
 from .refine import gmres_refine
 from .status import Status
@@ -154,17 +156,13 @@ class Linearization:
         sc = self.sc
         self.x, self.y, self.z = result.x, result.y, result.z
         p = self.problem
-        tau = self.st.eps_abs
-        self.s_in = np.where(np.abs(result.s_in) > tau, result.s_in, 0.0)
+        q = p.n_in
         self.s_eq = result.s_eq
-        shifted = self.s_in != 0
-        self.active = ((self.z != 0) | shifted).astype(np.int8)
-        # which bound each active row differentiates into: +1 upper, -1 lower
-        side = np.sign(self.z)
-        side[shifted] = np.sign(self.s_in[shifted])
-        eqrow = (p.l == p.u) & (self.active != 0) & (side == 0)
-        side[eqrow] = 1.0
-        self.side = side
+        # the shifted rows (|s_in| > eps_abs), the active set (z != 0 or shifted) and which
+        # bound each active row differentiates into (side: +1 upper, -1 lower, 0 inactive)
+        self.s_in, self.active, self.side = np.empty(q), np.empty(q, dtype=np.int8), np.empty(q)
+        _krylov.active_sets(_f64(self.z), _f64(result.s_in), p.l, p.u, self.st.eps_abs,
+                            self.s_in, self.active, self.side)
         if self.closest:
             # W: the unscaled identity on the constraint rows in scaled units, largest entry 1
             # (unscaled K w = v is K~ u = (c D v_x, E v_y, F v_z) with blocks -eps E^2 / c)
@@ -200,10 +198,10 @@ class Linearization:
             self._corr, self._corr_of = corr, kkt.fact_id
         return self._corr
 
-    def _matvec(self, u):
-        """target(K) u: one pass over the factorized matrix's stored upper triangle plus the
-        diagonal correction."""
-        return self.kkt.matvec_add(u, self._correction() * u)
+    def _residual(self, u, rhs, out):
+        """out = rhs - target(K) u, returns |out|: one pass over the factorized matrix's stored
+        upper triangle plus the diagonal correction."""
+        return self.kkt.residual(u, rhs, self._correction(), out)
 
     def _prepare_factorization(self):
         """Use the forward factorization when it matches this point, else refactorize once."""
@@ -235,7 +233,7 @@ class Linearization:
         accept = max(st.bw_tol * 1e3, 1e-8)
         n_ref = 0
         while True:
-            best_u, n, best_r = self._refined(self._correction(), self._matvec,
+            best_u, n, best_r = self._refined(self._correction(), self._residual,
                                               rhs, st.bw_tol)
             n_ref += n
             if best_r <= accept or self._fallback:
@@ -254,19 +252,21 @@ class Linearization:
     # ---------------------------------------------------------------------------------------
     # refined solves (both cases) and the closest-feasible limit
     # ---------------------------------------------------------------------------------------
-    def _refined(self, corr, matvec, rhs, tol):
+    def _refined(self, corr, residual, rhs, tol):
         """GMRES with the stored factorization (``corr``: the correction, see
-        :func:`~sparseqp.refine.gmres_refine`), then the true residual (``matvec``: the
-        target) and plain refinement steps while they help. Returns (u, n_refine, relative residual)."""
+        :func:`~sparseqp.refine.gmres_refine`), then the true residual (``residual(u, rhs, out)``:
+        out = rhs - target u, returns its norm) and plain refinement steps while they help.
+        Returns (u, n_refine, relative residual)."""
         st, kkt = self.st, self.kkt
         norm_rhs = _kernels.norm2(rhs)
-        u, n_solves = gmres_refine(kkt.solve, corr, rhs, tol, st.bw_max_refine + 1)
+        solve = kkt.many_solves()
+        u, n_solves = gmres_refine(solve, corr, rhs, tol, st.bw_max_refine + 1)
         n_ref = n_solves - 1
         best_u, best_r = u, np.inf
         stalled = 0
+        r = np.empty_like(rhs)
         for _ in range(max(st.bw_max_refine + 1 - n_solves, 3)):
-            r = rhs - matvec(u)
-            rn = _kernels.norm2(r) / norm_rhs
+            rn = residual(u, rhs, r) / norm_rhs
             if rn < best_r:
                 if rn > 0.5 * best_r:
                     stalled += 1
@@ -275,9 +275,9 @@ class Linearization:
                 stalled += 1
             if rn <= tol or stalled >= 3:
                 break
-            u = u + kkt.solve(r)
+            u = u + solve(r)
             n_ref += 1
-        if not np.all(np.isfinite(best_u)):
+        if not _krylov.all_finite(best_u):
             best_u = np.nan_to_num(best_u, nan=0.0, posinf=0.0, neginf=0.0)
             best_r = np.inf
         return best_u, n_ref, best_r
@@ -309,7 +309,7 @@ class Linearization:
             if _kernels.norm2(rhs) == 0.0:
                 return np.zeros_like(rhs), info
         # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
-        u, n_ref, res = self._refined(self._correction(), self._matvec, rhs,
+        u, n_ref, res = self._refined(self._correction(), self._residual, rhs,
                                       st.bw_tol)
         info = _merge_info(info, _info(0, n_ref, res))
         if info["residual"] > _WARN_RESIDUAL:
@@ -366,9 +366,11 @@ class Linearization:
         rhs[n:] = ry
         if _kernels.norm2(rhs) == 0.0:
             return ry.copy(), 0, 0.0
-        u, n_ref, res = self._refined(self._hx_corr,
-                                      lambda v: self.kkt.matvec(v) + self._hx_corr(v),
-                                      rhs, self.st.bw_tol)
+        def residual(v, rhs_, out):
+            np.subtract(rhs_, self.kkt.matvec(v) + self._hx_corr(v), out=out)
+            return _kernels.norm2(out)
+
+        u, n_ref, res = self._refined(self._hx_corr, residual, rhs, self.st.bw_tol)
         mu = np.concatenate((self._mu_lim_eq, np.where(self.active != 0, self._mu_lim_in, 0.0)))
         return ry + mu * u[n:], n_ref + 1, res
 
@@ -398,15 +400,16 @@ class Linearization:
         Returns (wx, wy, wz, info).
         """
         sc = self.sc
-        n, m = sc.n, sc.m
         pr = self._projected
         y_in_range = pr is not None and ry is pr[0] and rz is pr[1]
         # unscaled K w = v  <=>  scaled K~ u = (c D v_x, E v_y, F v_z), w = (D u_x, E u_y/c, F u_z/c)
-        u, info = self.solve(np.concatenate((sc.c * sc.D * rx, sc.E * ry, sc.F * rz)),
-                             y_in_range)
-        wx = sc.D * u[:n]
-        wy = sc.E * u[n:n + m] / sc.c
-        wz = np.where(self.active != 0, sc.F * u[n + m:] / sc.c, 0.0)
+        # (inactive rows of v_z ignored)
+        rhs = np.empty(self.kkt.N)
+        _krylov.scale_rhs(sc.c, sc.D, sc.E, sc.F, self.active, _f64(rx), _f64_or_none(ry),
+                          _f64_or_none(rz), rhs)
+        u, info = self.solve(rhs, y_in_range)
+        wx, wy, wz = np.empty(sc.n), np.empty(sc.m), np.empty(sc.p)
+        _krylov.unscale_solution(sc.c, sc.D, sc.E, sc.F, self.active, _f64(u), wx, wy, wz)
         return wx, wy, wz, info
 
 
@@ -414,13 +417,15 @@ class Linearization:
 # reverse mode
 # ---------------------------------------------------------------------------------------------
 
-def _vec(v, name, size):
+def _vec(v, name, size, none=False):
+    """The cotangent/direction ``v`` as a contiguous float64 vector of length ``size``,
+    checked; zeros when ``v`` is None (None itself with ``none``)."""
     if v is None:
-        return np.zeros(size)
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
+        return None if none else np.zeros(size)
+    a = np.ascontiguousarray(np.asarray(v, dtype=np.float64).reshape(-1))
     if a.shape[0] != size:
         raise ValueError(f"{name} has length {a.shape[0]}, expected {size}")
-    if not np.all(np.isfinite(a)):
+    if not _krylov.all_finite(a):
         raise ValueError(f"{name} contains NaN or infinite entries")
     return a
 
@@ -449,33 +454,32 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
     p = lin.problem
     n, m, q = p.n, p.n_eq, p.n_in
     vx = _vec(dx, "dx", n)
-    vy = _vec(dy, "dy", m)
-    vz = _vec(dz, "dz", q)
-    vse = _vec(ds_eq, "ds_eq", m)
-    vsi = _vec(ds_in, "ds_in", q)
-    if lin.closest and (np.any(vy) or np.any(vz)):
-        raise DerivativeError("dy/dz cotangents are not supported for a closest-feasible "
-                              "solution: its multipliers are not unique")
-    shifted = lin.s_in != 0
-    if not lin.closest:
-        vse = np.zeros(m)
-        vsi = np.zeros(q)
-    else:
-        vsi = np.where(shifted, vsi, 0.0)
-    # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
+    # (None: zero, not materialized)
+    vy = _vec(dy, "dy", m, none=True)
+    vz = _vec(dz, "dz", q, none=True)
+    vse = _vec(ds_eq, "ds_eq", m, none=True)
+    vsi = _vec(ds_in, "ds_in", q, none=True)
     vx_tot = vx
     if lin.closest:
+        vse = np.zeros(m) if vse is None else vse
+        vsi = np.zeros(q) if vsi is None else vsi
+        if (vy is not None and np.any(vy)) or (vz is not None and np.any(vz)):
+            raise DerivativeError("dy/dz cotangents are not supported for a closest-feasible "
+                                  "solution: its multipliers are not unique")
+        vsi = np.where(lin.s_in != 0, vsi, 0.0)
+        # s_eq = A x - b and s_in_S = C_S x - bound_S: their cotangents flow into x too
         vx_tot = vx + (p.A.T @ vse if m else 0.0) + (p.C.T @ vsi if q else 0.0)
-    vz = np.where(lin.active != 0, vz, 0.0)
+    # (inactive rows of vz are ignored: the solve masks them)
     wx, wy, wz, info = lin.solve_unscaled(vx_tot, vy, vz)
     wy, wz = lin.drop_shift_component(wy, wz)
-    x, y = lin.x, lin.y
-    z = np.where(lin.active != 0, lin.z, 0.0)
-    gH = _on_pattern(p.H, -0.5 * wx, x, -0.5 * x, wx)
+    x, y, z = lin.x, lin.y, lin.z
+    gH = _on_pattern(p.H, -0.5, wx, x, x, wx)
     gg = -wx
-    gA = _on_pattern(p.A, -y, wx, -wy, x) if m else p.A.copy()
-    gb = wy.copy()
-    gC = _on_pattern(p.C, -z, wx, -wz, x) if q else p.C.copy()
+    gA = _on_pattern(p.A, -1.0, y, wx, wy, x)
+    # (wy is this call's own array, unless the closest-feasible projection kept it)
+    gb = wy.copy() if lin.closest else wy
+    # z and wz are 0 off the active set: inactive rows get nothing
+    gC = _on_pattern(p.C, -1.0, z, wx, wz, x)
     if lin.closest:
         # The shifts' own dependence on the data (v_s x', -v_s), and the motion of the
         # closest-feasible right-hand side P_M d (M = [A; C_J]) when M moves: -s o_x' with
@@ -486,17 +490,14 @@ def vjp(result, dx=None, dy=None, dz=None, ds_eq=None, ds_in=None) -> Gradients:
         info = _merge_info(info, info2)
         # added on the data arrays: a sparse sum would drop explicit zeros from the pattern
         if m:
-            gA.data += _on_pattern(p.A, vse, x, -lin.s_eq, ox).data
+            gA.data += _pattern_values(p.A, 1.0, vse, x, -lin.s_eq, ox)
             gb = gb - vse
         if q:
-            gC.data += _on_pattern(p.C, vsi, x, -lin.s_in, ox).data
-    gl = np.zeros(q)
-    gu = np.zeros(q)
-    if q:
-        up = (lin.active != 0) & (lin.side > 0)
-        lo = (lin.active != 0) & (lin.side < 0)
-        gu[up] = wz[up] - (vsi[up] if lin.closest else 0.0)
-        gl[lo] = wz[lo] - (vsi[lo] if lin.closest else 0.0)
+            gC.data += _pattern_values(p.C, 1.0, vsi, x, -lin.s_in, ox)
+        wz = wz - vsi      # vsi is 0 off the shifted rows
+    # side is +1 / -1 on the active rows (upper / lower bound), 0 elsewhere
+    gl, gu = np.empty(q), np.empty(q)
+    _krylov.split_sides(lin.side, _f64(wz), gl, gu)
     return Gradients(H=gH, g=gg, A=gA, b=gb, C=gC, l=gl, u=gu, info=info)
 
 
@@ -510,15 +511,40 @@ def _merge_info(a, b):
                  max(a["residual"], b["residual"]))
 
 
-def _on_pattern(M, a, b, c, d):
-    """CSC matrix on M's pattern with entries a_i b_j + c_i d_j."""
+def _f64(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _f64_or_none(a):
+    return None if a is None else _f64(a)
+
+
+def _pattern_values(M, alpha, a, b, c, d):
+    """The entries alpha (a_i b_j + c_i d_j) at M's stored positions (M: CSC; in its order)."""
     indptr, indices = index_parts(M)
     out = np.empty(M.nnz)
-    _kernels.outer_on_pattern(indptr, indices, np.ascontiguousarray(a, dtype=np.float64),
-                              np.ascontiguousarray(b, dtype=np.float64),
-                              np.ascontiguousarray(c, dtype=np.float64),
-                              np.ascontiguousarray(d, dtype=np.float64), out)
-    return sp.csc_matrix((out, M.indices.copy(), M.indptr.copy()), shape=M.shape)
+    _krylov.pattern_outer(indptr, indices, alpha, _f64(a), _f64(b), _f64(c), _f64(d), out)
+    return out
+
+
+def _on_pattern(M, alpha, a, b, c, d):
+    """CSC matrix on M's pattern (M: CSC) with the entries of :func:`_pattern_values`."""
+    return _csc_like(M, _pattern_values(M, alpha, a, b, c, d))
+
+
+def _csc_like(M, data):
+    """A csc_matrix with M's pattern (own copies of its index arrays) and the values ``data``.
+
+    A shallow copy of M (the instance's attribute dict, as ``copy.copy`` makes it) with new
+    arrays: scipy's constructor re-validates the index arrays, ~40 us per matrix at nnz ~ 30k
+    (more than computing the values), while M's canonical pattern is valid already.
+    """
+    out = M.__class__.__new__(M.__class__)
+    out.__dict__.update(M.__dict__)
+    out.data = data
+    out.indices = M.indices.copy()
+    out.indptr = M.indptr.copy()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

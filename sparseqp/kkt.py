@@ -23,10 +23,20 @@ import numpy as np
 import qdldl
 import scipy.sparse as sp
 
-from . import _kernels
+from . import _kernels, _krylov
 from .problem import Problem
 
 __all__ = ["ScaledProblem", "KKTSystem"]
+
+# Derivative solves use a copy of the factors and the Cython LDL' kernel (_krylov.ldl_solve,
+# ~30% faster than qdldl's solve on banded KKT matrices), unless the copy of L would take more
+# than this many bytes (it doubles the factorization's memory until the next factorization).
+# The copy (qdldl's factors()) costs ~2 solves right after a forward solve (~285 us at
+# N = 8,540): the ~7 solves of one MPC backward gain a little more (1.63 -> 1.48 ms at n = 3,205,
+# 4.18 -> 3.63 ms at n = 10,000), later derivative calls on the factorization all of it. Every
+# derivative solve goes through it, also the first: repeated backward passes give bitwise the
+# same gradients (torch's gradcheck tests reentrancy with zero tolerance).
+_FACTOR_COPY_MAX_BYTES = 256 << 20
 
 
 def _idx(a):
@@ -188,6 +198,9 @@ class KKTSystem:
         self.mu_in = None
         self.fact_id = 0
         self.solves_per_factorization = 0.0
+        self.nnz_L = None
+        # (fact_id, solve function) of the copied factors, see many_solves
+        self._copied = None
         self._values_of = None
         self.set_values(sc)
 
@@ -239,7 +252,7 @@ class KKTSystem:
         active set."""
         return (fact_id is not None and self.fact_id == fact_id and self.rho is not None
                 and self._values_of is not None and self._values_of.values_key is sc.values_key
-                and np.array_equal(self.active != 0, active != 0))
+                and _krylov.same_support(self.active, active))
 
     def factorize(self, rho: float, mu_eq: np.ndarray, mu_in: np.ndarray, active: np.ndarray):
         """Numeric factorization for these penalties and active set (symbolic once).
@@ -258,6 +271,7 @@ class KKTSystem:
             self.solver.update(self.K, upper=True)
         self.n_factorizations += 1
         self.fact_id += 1
+        self._copied = None     # the factors copied for many_solves are stale now
         self.rho, self.mu_eq, self.mu_in = rho, mu_eq, mu_in
         self.active = active.copy()
 
@@ -268,6 +282,7 @@ class KKTSystem:
         (sum of squared column counts of L) to one solve (4 nnz(L) + N), a deterministic cost
         model for choosing between a refactorization and PCG steps on the stale factors."""
         L, d, _ = self.solver.factors()
+        self.nnz_L = L.nnz      # fixed by the symbolic analysis
         counts = np.diff(L.indptr).astype(np.float64)
         fact_flops = float(np.sum(counts * counts)) + L.nnz
         solve_flops = 4.0 * L.nnz + self.N
@@ -277,6 +292,32 @@ class KKTSystem:
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         return self.solver.solve(rhs)
 
+    def many_solves(self):
+        """A function ``v -> K^{-1} v`` (new array) for the current factorization, for a
+        derivative solve about to do several solves with it: a copy of qdldl's factors (made
+        once per factorization) and the Cython LDL' kernel. Plain :meth:`solve` when the size
+        of L is unknown (no :meth:`inertia_ok` yet) or its copy would exceed
+        _FACTOR_COPY_MAX_BYTES."""
+        if self._copied is not None and self._copied[0] == self.fact_id:
+            return self._copied[1]
+        if self.nnz_L is None or 12 * self.nnz_L > _FACTOR_COPY_MAX_BYTES:
+            return self.solve
+        L, d, perm = self.solver.factors()
+        Lp, Li = index_parts(L)
+        Lx = L.data
+        dinv = 1.0 / d
+        perm = np.ascontiguousarray(perm, dtype=np.int64)
+        N = self.N
+        ldl_solve = _krylov.ldl_solve
+
+        def solve(rhs):
+            out = np.empty(N)
+            ldl_solve(Lp, Li, Lx, dinv, perm, np.ascontiguousarray(rhs, dtype=np.float64), out)
+            return out
+
+        self._copied = (self.fact_id, solve)
+        return solve
+
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """K v for the matrix of the current factorization (full symmetric K)."""
         return self.matvec_add(v, np.zeros(self.N))
@@ -285,6 +326,12 @@ class KKTSystem:
         """out += K v (in place; returns out), K as in :meth:`matvec`."""
         _kernels.sym_upper_matvec_add(self._K_parts[0], self._K_parts[1], self.data, v, out)
         return out
+
+    def residual(self, u: np.ndarray, rhs: np.ndarray, corr: np.ndarray,
+                 out: np.ndarray) -> float:
+        """out = rhs - (K + diag(corr)) u (K as in :meth:`matvec`); returns |out|."""
+        return _krylov.sym_upper_residual(self._K_parts[0], self._K_parts[1], self.data, corr,
+                                          u, rhs, out)
 
     def solve_x(self, r: np.ndarray) -> np.ndarray:
         """M_f^{-1} r where M_f = H + rho I + A'M_eq^{-1}A + C_J'M_in^{-1}C_J is the Schur

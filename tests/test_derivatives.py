@@ -617,6 +617,67 @@ def test_gradient_pattern_closest(kind):
     assert_same_pattern(G, p)
 
 
+def test_gradient_matrices_are_valid_and_own_their_arrays():
+    """The gradient matrices are made without scipy's constructor (a shallow copy of the
+    problem's matrix with new arrays): they must still be valid, canonical CSC matrices with
+    the right values, and independent of the problem's and of each other's index arrays."""
+    from sparseqp.derivatives import _on_pattern
+
+    p = well_scaled_qp(seed=2)
+    r = solve(data_of(p))
+    G1 = r.vjp(dx=np.ones(p.n))
+    G2 = r.vjp(dx=np.ones(p.n))
+    prob = r._forward["problem"]
+    for name in ("H", "A", "C"):
+        M, P = getattr(G1, name), getattr(prob, name)
+        assert type(M) is sp.csc_matrix and M.shape == P.shape
+        M.check_format(full_check=True)
+        assert M.has_canonical_format
+        for arr in ("data", "indices", "indptr"):
+            assert not np.shares_memory(getattr(M, arr), getattr(P, arr)), (name, arr)
+            assert not np.shares_memory(getattr(M, arr), getattr(getattr(G2, name), arr))
+        # scipy operations work on it, and changing it in place leaves the problem alone
+        np.testing.assert_array_equal((M + M).toarray(), 2 * M.toarray())
+        before = P.indices.copy()
+        M.data[:] = 0.0
+        M.eliminate_zeros()
+        np.testing.assert_array_equal(P.indices, before)
+    # the values: alpha (a_i b_j + c_i d_j) on the pattern
+    rng = np.random.default_rng(0)
+    a, c = rng.standard_normal(p.n_eq), rng.standard_normal(p.n_eq)
+    b, d = rng.standard_normal(p.n), rng.standard_normal(p.n)
+    M = _on_pattern(p.A, -0.5, a, b, c, d)
+    mask = p.A.toarray() != 0
+    ref = np.where(mask, -0.5 * (np.outer(a, b) + np.outer(c, d)), 0.0)
+    np.testing.assert_allclose(M.toarray(), ref, rtol=1e-14, atol=1e-14)
+
+
+def test_active_sets_kernel_matches_definition():
+    """active = z != 0 or |s_in| > tau; side = sign(z), the shift's sign on shifted rows, +1 on
+    an active equality row with side 0."""
+    from sparseqp import _krylov
+
+    rng = np.random.default_rng(4)
+    q = 400
+    z = rng.standard_normal(q) * (rng.random(q) < 0.3)
+    s_in = rng.standard_normal(q) * (rng.random(q) < 0.3) * rng.choice([1e-12, 1.0], q)
+    l = rng.standard_normal(q)
+    u = np.where(rng.random(q) < 0.2, l, l + 1.0)
+    tau = 1e-9
+    s_ref = np.where(np.abs(s_in) > tau, s_in, 0.0)
+    shifted = s_ref != 0
+    active_ref = ((z != 0) | shifted).astype(np.int8)
+    side_ref = np.sign(z)
+    side_ref[shifted] = np.sign(s_ref[shifted])
+    side_ref[(l == u) & (active_ref != 0) & (side_ref == 0)] = 1.0
+    s_out, active, side = np.empty(q), np.empty(q, dtype=np.int8), np.empty(q)
+    _krylov.active_sets(z, s_in, l, u, tau, s_out, active, side)
+    np.testing.assert_array_equal(s_out, s_ref)
+    np.testing.assert_array_equal(active, active_ref)
+    np.testing.assert_array_equal(side, side_ref)
+    assert np.any(shifted & (z == 0)) and np.any(active_ref == 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # 6. factorization reuse
 # ----------------------------------------------------------------------------------------------
@@ -630,6 +691,42 @@ def test_backward_reuses_forward_factorization(seed):
     t = r.jvp(dg=np.ones(p.n))
     assert t.info["n_factorizations"] == 0, t.info
     assert G.info["residual"] < 1e-9
+
+
+def test_backward_factor_copy_follows_the_factorization(monkeypatch):
+    """The backward solves with a copy of the factors (the Cython LDL' kernel): repeated calls
+    give bitwise the same gradients, a later solve of other values (Solver.update) must not
+    reuse the copy, and above the size cap qdldl's own solve gives the same gradients."""
+    from sparseqp import kkt as kkt_mod
+
+    p = well_scaled_qp(seed=0)
+    solver = sparseqp.Solver(p.H, p.g, p.A, p.b, p.C, p.l, p.u, **KW)
+    r1 = solver.solve()
+    v = np.random.default_rng(0).standard_normal(p.n)
+    kkt = solver._kkt
+    G1 = r1.vjp(dx=v)
+    assert kkt._copied is not None and kkt._copied[0] == kkt.fact_id
+    G1b = r1.vjp(dx=v)
+    for name in ("g", "b", "l", "u"):
+        np.testing.assert_array_equal(getattr(G1b, name), getattr(G1, name))
+    np.testing.assert_array_equal(G1b.A.data, G1.A.data)
+    H2 = (p.H * 1.5).tocsc()
+    solver.update(H=H2)
+    r2 = solver.solve()
+    G2 = r2.vjp(dx=v)
+    fresh = sparseqp.solve(H2, p.g, p.A, p.b, p.C, p.l, p.u, **KW).vjp(dx=v)
+    np.testing.assert_allclose(G2.g, fresh.g, rtol=1e-8, atol=1e-10)
+    assert np.linalg.norm(G2.g - G1.g) > 1e-3 * np.linalg.norm(G1.g)
+    # above the cap: qdldl's own solve, no copy, the same gradients to rounding
+    monkeypatch.setattr(kkt_mod, "_FACTOR_COPY_MAX_BYTES", 0)
+    r3 = sparseqp.solve(p.H, p.g, p.A, p.b, p.C, p.l, p.u, **KW)
+    k3 = r3._solver._kkt
+    assert k3.many_solves() == k3.solve
+    G3 = r3.vjp(dx=v)
+    assert k3._copied is None
+    for name in ("g", "b", "l", "u"):
+        np.testing.assert_allclose(getattr(G3, name), getattr(G1, name), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(G3.A.data, G1.A.data, rtol=1e-9, atol=1e-11)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,6 +762,37 @@ def test_wrong_cotangent_length_shifts():
         r.vjp(ds_in=np.ones(p.n_in - 1))
     with pytest.raises(DerivativeError):
         r.vjp(dy=np.ones(p.n_eq))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["dx", "dy", "dz"])
+def test_non_finite_cotangent_raises(name, bad):
+    p = well_scaled_qp(seed=1)
+    r = solve(data_of(p))
+    size = {"dx": p.n, "dy": p.n_eq, "dz": p.n_in}[name]
+    v = np.ones(size)
+    v[size // 2] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        r.vjp(**{name: v})
+    # a strided (non-contiguous) cotangent is read as its values
+    strided = np.full(2 * size, 1.0)[::2]
+    G = r.vjp(**{name: strided})
+    G0 = r.vjp(**{name: np.ones(size)})
+    np.testing.assert_array_equal(G.g, G0.g)
+
+
+def test_bound_gradients_follow_the_side_of_the_active_bound():
+    """dL/du only on upper-active rows, dL/dl only on lower-active rows, both -w_z there."""
+    p = well_scaled_qp(seed=3)
+    r = solve(data_of(p))
+    G = r.vjp(dx=np.ones(p.n))
+    up, lo = r.z > 0, r.z < 0
+    assert np.any(up | lo)
+    assert np.all(G.u[~up] == 0) and np.all(G.l[~lo] == 0)
+    from sparseqp.derivatives import _linearization
+    _, _, wz, _ = _linearization(r).solve_unscaled(-np.ones(p.n), None, None)
+    np.testing.assert_allclose(G.u[up], -wz[up], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(G.l[lo], -wz[lo], rtol=1e-8, atol=1e-12)
 
 
 def _badly_scaled_inconsistent(seed):

@@ -102,3 +102,59 @@ def test_op_variant_matches_diagonal_variant_and_projects(seed):
     Ad = A.toarray()
     P = Ad @ np.linalg.pinv(Ad)
     np.testing.assert_allclose(pr, P @ r, atol=1e-9 * np.linalg.norm(r))
+
+
+# ----------------------------------------------------------------------------------------------
+# the Cython kernels of the backward's solves
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_ldl_solve_on_copied_factors_matches_qdldl(seed, index):
+    from sparseqp import _krylov
+
+    K, corr, _, n, m = _kkt(70, 30, seed)
+    K_reg = (K - sp.diags(corr)).tocsc()
+    s = qdldl.Solver(sp.triu(K_reg, format="csc"), upper=True)
+    L, d, perm = s.factors()
+    rhs = np.random.default_rng(seed).standard_normal(n + m)
+    out = np.empty(n + m)
+    _krylov.ldl_solve(L.indptr.astype(index), L.indices.astype(index), L.data, 1.0 / d,
+                      perm.astype(np.int64), rhs, out)
+    ref = s.solve(rhs)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    assert np.linalg.norm(K_reg @ out - rhs) <= 1e-10 * np.linalg.norm(rhs)
+
+
+def test_sym_upper_residual_matches_dense():
+    from sparseqp import _krylov
+
+    K, corr, _, n, m = _kkt(40, 15, 3)
+    U = sp.triu(K, format="csc")
+    rng = np.random.default_rng(1)
+    u, rhs = rng.standard_normal(n + m), rng.standard_normal(n + m)
+    r = np.empty(n + m)
+    nrm = _krylov.sym_upper_residual(U.indptr, U.indices, U.data, corr, u, rhs, r)
+    ref = rhs - (K.toarray() + np.diag(corr)) @ u
+    np.testing.assert_allclose(r, ref, rtol=1e-12, atol=1e-12)
+    assert nrm == pytest.approx(np.linalg.norm(ref), rel=1e-12)
+
+
+def test_gmres_rejects_a_restart_beyond_its_work_arrays():
+    from sparseqp import _krylov
+
+    K, corr, solve, n, m = _kkt(20, 5, 0)
+    Q = np.empty((_krylov.MAX_RESTART + 2, n + m))
+    with pytest.raises(ValueError):
+        _krylov.gmres(solve, corr, np.ones(n + m), 1e-12, 10, _krylov.MAX_RESTART + 1, Q)
+
+
+def test_same_support_and_all_finite_kernels():
+    from sparseqp import _krylov
+
+    a = np.array([0, 1, -1, 0], dtype=np.int8)
+    assert _krylov.same_support(a, np.array([0, 1, 1, 0], dtype=np.int8))
+    assert not _krylov.same_support(a, np.array([0, 1, 0, 0], dtype=np.int8))
+    assert not _krylov.same_support(a, a[:3].copy())
+    assert _krylov.all_finite(np.array([1e308, -1e308, 0.0]))
+    for bad in (np.nan, np.inf, -np.inf):
+        assert not _krylov.all_finite(np.array([1.0, bad, 2.0]))
