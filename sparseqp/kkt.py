@@ -201,6 +201,7 @@ class KKTSystem:
         self.nnz_L = None
         # (fact_id, solve function) of the copied factors, see many_solves
         self._copied = None
+        self.fact_flops = self.solve_flops = 0.0
         self._values_of = None
         self.set_values(sc)
 
@@ -287,6 +288,7 @@ class KKTSystem:
         fact_flops = float(np.sum(counts * counts)) + L.nnz
         solve_flops = 4.0 * L.nnz + self.N
         self.solves_per_factorization = fact_flops / max(solve_flops, 1.0)
+        self.fact_flops, self.solve_flops = fact_flops, solve_flops
         return int(np.count_nonzero(d < 0)) == self.m + self.p
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
