@@ -677,12 +677,17 @@ class ProxALM:
             sign = sign.copy()
             if Cxf is not None:
                 # ratio test: the largest step from the feasible x towards xs that keeps the
-                # rows outside the set feasible; the blocking rows enter
+                # rows outside the set feasible; the blocking rows enter. Rows that xs violates
+                # by less than a tenth of the tolerance do not block: a row just dropped at a
+                # degenerate vertex would otherwise re-enter at t = 0 from rounding (QCAPRI)
                 d = Cxs - Cxf
                 free = sign == 0
+                slack = 0.1 * tol_p * sc.F
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    tu = np.where(free & (d > 0), (sc.u - Cxf) / d, np.inf)
-                    tl = np.where(free & (d < 0), (sc.l - Cxf) / d, np.inf)
+                    tu = np.where(free & (d > 0) & (Cxs > sc.u + slack), (sc.u - Cxf) / d,
+                                  np.inf)
+                    tl = np.where(free & (d < 0) & (Cxs < sc.l - slack), (sc.l - Cxf) / d,
+                                  np.inf)
                 np.maximum(tu, 0.0, out=tu)
                 np.maximum(tl, 0.0, out=tl)
                 t = min(float(np.min(tu)), float(np.min(tl)))
