@@ -629,11 +629,13 @@ class ProxALM:
         system of that QP, [H A' C_J'; A 0 0; C_J 0 0] (scaled), is solved by a sparse LU with
         partial pivoting (SuperLU; see _polish_solve): the fixed-pattern LDL' needs a
         regularization, and refinement from it does not reach multipliers that large. Then,
-        in two phases:
+        in three phases:
 
         1. while the solution violates rows, all of them enter the set (the set only grows, so
            this ends); its wrong-sign multipliers are left alone.
-        2. from the first feasible solution, a primal active-set method: the row with the most
+        2. from the first feasible solution, every wrong-sign row leaves, as long as the
+           solutions stay feasible (to a tenth of the tolerance; QSIERRA: 7 rounds);
+        3. from the last feasible solution, a primal active-set method: the row with the most
            negative multiplier (wrong sign) leaves, the QP of the smaller set is solved, and
            the step towards its solution stops at the first row it would violate (ratio test),
            which enters. Every point stays feasible and the objective decreases.
@@ -657,23 +659,37 @@ class ProxALM:
         H, A, C = sc.H, sc.A, sc.C
         tried = set()
         last = None
-        Cxf = None      # phase 2: C x at the current feasible point x
+        phase = 1
+        Cxf = None      # phase 3: C x at the current feasible point x
+        trial = None    # phase 2: the feasible point whose drop-all round runs
+        slack = 0.1 * tol_p * sc.F
         for _ in range(_POLISH_ROUNDS):
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 return False, last
             key = sign.tobytes()
             if key in tried:
-                return False, last
+                if trial is None:
+                    return False, last
+                (x, y, z, Cxf, sign), trial, phase = self._polish_drop_one(*trial), None, 3
+                continue
             tried.add(key)
             J = np.flatnonzero(sign)
             CJ = C[J]
             K = sp.bmat([[H, A.T, CJ.T], [A, None, None], [CJ, None, None]], format="csc")
             rhs = np.concatenate((-sc.g, sc.b, np.where(sign[J] > 0, sc.u[J], sc.l[J])))
             sol = self._polish_solve(K, rhs, np.concatenate((x, y, z[J])), n)
-            if sol is None:
+            if sol is None and trial is None:
                 return False, last
-            xs = sol[:n]
-            Axs, Cxs = self._ws.constraint_products(xs)
+            if sol is not None:
+                xs = sol[:n]
+                Axs, Cxs = self._ws.constraint_products(xs)
+            if trial is not None:
+                if sol is None or np.any((sign == 0) & ((Cxs > sc.u + slack)
+                                                        | (Cxs < sc.l - slack))):
+                    # the drop-all round left the feasible set: phase 3 from its start
+                    (x, y, z, Cxf, sign), trial, phase = self._polish_drop_one(*trial), None, 3
+                    continue
+                trial = None
             sign = sign.copy()
             if Cxf is not None:
                 # ratio test: the largest step from the feasible x towards xs that keeps the
@@ -682,7 +698,6 @@ class ProxALM:
                 # degenerate vertex would otherwise re-enter at t = 0 from rounding (QCAPRI)
                 d = Cxs - Cxf
                 free = sign == 0
-                slack = 0.1 * tol_p * sc.F
                 with np.errstate(divide="ignore", invalid="ignore"):
                     tu = np.where(free & (d > 0) & (Cxs > sc.u + slack), (sc.u - Cxf) / d,
                                   np.inf)
@@ -710,15 +725,26 @@ class ProxALM:
             last = (x, y, zp)
             up = (sign == 0) & (Cxs > sc.u)
             lo = (sign == 0) & (Cxs < sc.l)
-            if Cxf is None and (up.any() or lo.any()):
-                sign[up] = 1                        # phase 1
+            if phase == 1 and (up.any() or lo.any()):
+                sign[up] = 1
                 sign[lo] = -1
+            elif wrong.any() and phase < 3:
+                phase = 2
+                trial = (x, y, z, Cxs, sign.copy(), wrong)
+                sign[wrong] = 0
             elif wrong.any():
-                Cxf = Cxs                           # phase 2 (x is feasible)
-                sign[np.argmax(np.where(wrong, np.abs(z), -1.0))] = 0
+                x, y, z, Cxf, sign = self._polish_drop_one(x, y, z, Cxs, sign, wrong)
             else:
                 return False, last
         return False, last
+
+    @staticmethod
+    def _polish_drop_one(x, y, z, Cx, sign, wrong):
+        """A phase-3 step of the polish from the feasible (x, y, z): the row with the most
+        negative multiplier leaves the set. Returns (x, y, z, Cx, new sign)."""
+        sign = sign.copy()
+        sign[np.argmax(np.where(wrong, np.abs(z), -1.0))] = 0
+        return x, y, z, Cx, sign
 
     @staticmethod
     def _polish_solve(K, rhs, start, n):
