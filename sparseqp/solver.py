@@ -72,8 +72,13 @@ _FLOOR_MIN_SHRINK = 0.3  # ... and not at all when that bound leaves more than t
 _FLOOR_PATIENCE = 3  # ... while the primal residual fell by 10% within this many iterations
 _PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 # Polish (see _polish): at most this many active-set rounds (one sparse LU each)
-_POLISH_ROUNDS = 10
+_POLISH_ROUNDS = 100
 _POLISH_RESTARTS = 3  # failed polishes whose multipliers restart the outer loop
+# the merit (residuals over their tolerances) not halved in this many outer iterations with the
+# penalties at their floor: the ALM's rate can no longer improve, try one polish (LISWET12:
+# the primal residual crept from 1.58e-6 to 1.0e-6 in 2,500 iterations, a 1% gain every
+# 100, just fast enough to never stall)
+_POLISH_SLOW_ITERS = 50
 _POLISH_MAX_N = 200_000  # KKT dimension above which no polish is tried (LU fill)
 _POLISH_REG = 1e-9  # (scaled) regularization when the active set's KKT matrix is singular ...
 _POLISH_REG_STEPS = 10  # ... and the refinement steps against the unregularized one
@@ -580,6 +585,9 @@ class ProxALM:
         gap_stall = _Stall(_GAP_STALL_ITERS)
         primal_stall = _Stall(self.primal_stall_exit)
         primal_floor_stall = _Stall(_FLOOR_PATIENCE)
+        slow_stall = _Stall(_POLISH_SLOW_ITERS, gain=0.5)
+        slow_polished = False
+        self._floor_blocked = False
         n_restarts = 0
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
@@ -641,6 +649,14 @@ class ProxALM:
             # no progress at all for many iterations: the tolerance is below what rounding
             # allows on this problem; say so instead of spinning until max_iter
             merit = max(rp / tol_p, rd / tol_d) if not closest else rd / tol_d
+            if (slow_stall.stalled(merit, it) and not (slow_polished or closest)
+                    and self._at_floor(mu_eq, mu_in)):
+                slow_polished = True
+                ok, cand = self._polish(x, y, z, tol_p, tol_d)
+                if ok:
+                    x, y, z = cand
+                    status = Status.SOLVED
+                    break
             if merit_stall.stalled(merit, it):
                 ok, cand = (False, None) if closest else self._polish(x, y, z, tol_p, tol_d)
                 if ok:
@@ -703,7 +719,8 @@ class ProxALM:
         return status, state, info
 
     def _polish(self, x, y, z, tol_p, tol_d):
-        """Solve the equality-constrained QP of the active set that z identifies, exactly.
+        """Solve the equality-constrained QP of the active set that z identifies, exactly,
+        and correct that set by an active-set method.
 
         Called where the ALM stalls: residuals met but a duality gap that no longer decreases,
         or no progress at all. On problems whose constraints are a nearly square, badly
@@ -715,15 +732,26 @@ class ProxALM:
         Rows with z_i > 0 are held at u_i, with z_i < 0 at l_i, the others are dropped; the KKT
         system of that QP, [H A' C_J'; A 0 0; C_J 0 0] (scaled), is solved by a sparse LU with
         partial pivoting (SuperLU; see _polish_solve): the fixed-pattern LDL' needs a
-        regularization, and refinement from it does not reach multipliers that large. Then
-        violated rows enter the set; only in a round without any, rows whose multiplier came
-        out with the wrong sign leave it (changing both at once cycles on LISWET).
+        regularization, and refinement from it does not reach multipliers that large. Then,
+        in three phases:
 
-        Returns (True, scaled (x, y, z)) when a round meets every stopping test (residuals,
+        1. while the solution violates rows, all of them enter the set (the set only grows, so
+           this ends); its wrong-sign multipliers are left alone.
+        2. from the first feasible solution, every wrong-sign row leaves, as long as the
+           solutions stay feasible (to a tenth of the tolerance; QSIERRA: 7 rounds);
+        3. from the last feasible solution, a primal active-set method: the row with the most
+           negative multiplier (wrong sign) leaves, the QP of the smaller set is solved, and
+           the step towards its solution stops at the first row it would violate (ratio test),
+           which enters. Every point stays feasible and the objective decreases.
+        Dropping every wrong-sign row at once (with or without the violated ones entering: the
+        primal-dual active-set rule) cycles or crawls on LISWET: 1,400 wrong-sign multipliers
+        at the first feasible point of LISWET9, of which 2 rows actually leave.
+
+        Returns (True, scaled (x, y, z)) when a solution meets every stopping test (residuals,
         complementarity, duality gap; wrong-sign multipliers are set to 0 before the tests),
-        else (False, the last round's point or None). The caller may restart the outer loop
-        from that point: its multipliers are right along the slow modes, and the ALM corrects
-        the few misidentified rows quickly.
+        else (False, the last solution or None). The caller may restart the outer loop from
+        that point: its multipliers are right along the slow modes, and the ALM corrects the
+        few misidentified rows quickly.
         """
         sc = self.sc
         n, m, p = sc.n, sc.m, sc.p
@@ -735,45 +763,92 @@ class ProxALM:
         H, A, C = sc.H, sc.A, sc.C
         tried = set()
         last = None
+        phase = 1
+        Cxf = None      # phase 3: C x at the current feasible point x
+        trial = None    # phase 2: the feasible point whose drop-all round runs
+        slack = 0.1 * tol_p * sc.F
         for _ in range(_POLISH_ROUNDS):
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 return False, last
             key = sign.tobytes()
             if key in tried:
-                return False, last
+                if trial is None:
+                    return False, last
+                (x, y, z, Cxf, sign), trial, phase = self._polish_drop_one(*trial), None, 3
+                continue
             tried.add(key)
             J = np.flatnonzero(sign)
             CJ = C[J]
             K = sp.bmat([[H, A.T, CJ.T], [A, None, None], [CJ, None, None]], format="csc")
             rhs = np.concatenate((-sc.g, sc.b, np.where(sign[J] > 0, sc.u[J], sc.l[J])))
             sol = self._polish_solve(K, rhs, np.concatenate((x, y, z[J])), n)
-            if sol is None:
+            if sol is None and trial is None:
                 return False, last
+            if sol is not None:
+                xs = sol[:n]
+                Axs, Cxs = self._ws.constraint_products(xs)
+            if trial is not None:
+                if sol is None or np.any((sign == 0) & ((Cxs > sc.u + slack)
+                                                        | (Cxs < sc.l - slack))):
+                    # the drop-all round left the feasible set: phase 3 from its start
+                    (x, y, z, Cxf, sign), trial, phase = self._polish_drop_one(*trial), None, 3
+                    continue
+                trial = None
+            sign = sign.copy()
+            if Cxf is not None:
+                # ratio test: the largest step from the feasible x towards xs that keeps the
+                # rows outside the set feasible; the blocking rows enter. Rows that xs violates
+                # by less than a tenth of the tolerance do not block: a row just dropped at a
+                # degenerate vertex would otherwise re-enter at t = 0 from rounding (QCAPRI)
+                d = Cxs - Cxf
+                free = sign == 0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    tu = np.where(free & (d > 0) & (Cxs > sc.u + slack), (sc.u - Cxf) / d,
+                                  np.inf)
+                    tl = np.where(free & (d < 0) & (Cxs < sc.l - slack), (sc.l - Cxf) / d,
+                                  np.inf)
+                np.maximum(tu, 0.0, out=tu)
+                np.maximum(tl, 0.0, out=tl)
+                t = min(float(np.min(tu)), float(np.min(tl)))
+                if t < 1.0:
+                    x = x + t * (xs - x)
+                    Cxf = Cxf + t * d
+                    sign[free & (tu <= t)] = 1
+                    sign[free & (tl <= t)] = -1
+                    continue
             # (x, y, z) start the next round; zp: z without its wrong-sign entries
-            x, y = sol[:n], sol[n:n + m]
+            x, y = xs, sol[n:n + m]
             z = np.zeros(p)
             z[J] = sol[n + m:]
             wrong = ((sign > 0) & (z < 0)) | ((sign < 0) & (z > 0))
             zp = np.where(wrong, 0.0, z)
-            Axp, Cxp = self._ws.constraint_products(x)
-            rp, rd, _, _ = self._unscaled_residuals(x, y, zp, Axp, Cxp)
-            if rp <= tol_p and rd <= tol_d and self._complementarity(zp, Cxp) <= tol_p:
+            rp, rd, _, _ = self._unscaled_residuals(x, y, zp, Axs, Cxs)
+            if rp <= tol_p and rd <= tol_d and self._complementarity(zp, Cxs) <= tol_p:
                 if self._gap_met(*self._duality_gap(x, y, zp)):
                     return True, (x, y, zp)
-            # next active set: violated rows enter; only when there are none, wrong-sign rows
-            # leave (changing both at once cycles on LISWET)
-            up = (sign == 0) & (Cxp > sc.u)
-            lo = (sign == 0) & (Cxp < sc.l)
             last = (x, y, zp)
-            sign = sign.copy()
-            if up.any() or lo.any():
+            up = (sign == 0) & (Cxs > sc.u)
+            lo = (sign == 0) & (Cxs < sc.l)
+            if phase == 1 and (up.any() or lo.any()):
                 sign[up] = 1
                 sign[lo] = -1
-            elif wrong.any():
+            elif wrong.any() and phase < 3:
+                phase = 2
+                trial = (x, y, z, Cxs, sign.copy(), wrong)
                 sign[wrong] = 0
+            elif wrong.any():
+                x, y, z, Cxf, sign = self._polish_drop_one(x, y, z, Cxs, sign, wrong)
             else:
                 return False, last
         return False, last
+
+    @staticmethod
+    def _polish_drop_one(x, y, z, Cx, sign, wrong):
+        """A phase-3 step of the polish from the feasible (x, y, z): the row with the most
+        negative multiplier leaves the set. Returns (x, y, z, Cx, new sign)."""
+        sign = sign.copy()
+        sign[np.argmax(np.where(wrong, np.abs(z), -1.0))] = 0
+        return x, y, z, Cx, sign
 
     @staticmethod
     def _polish_solve(K, rhs, start, n):
@@ -856,6 +931,15 @@ class ProxALM:
         target = 0.1 * min(tol_p, tol_d)
         return max(min(1e-1, 0.1 * max(rp, rd)), target * 1e-1, 1e-14)
 
+    def _at_floor(self, mu_eq, mu_in):
+        """Whether the penalties are at their (current) floor, or the multipliers' rounding
+        floor held back their last shrink: shrinking them cannot speed up the outer loop."""
+        if self._floor_blocked:
+            return True
+        floor_eq, floor_in = self._mu_floor
+        return ((not mu_eq.size or float(np.max(mu_eq)) <= floor_eq)
+                and (not mu_in.size or float(np.max(mu_in)) <= floor_in))
+
     def _shrink_penalties(self, mu_eq, mu_in, x, tol_d):
         """Penalties times mu_update_factor, down to mu_min and, unless tol_d is None, no
         lower than where the multipliers' rounding floor (:meth:`_dual_floor`) would exceed
@@ -869,6 +953,7 @@ class ProxALM:
         new_in = np.maximum(mu_in * f, floor_in) if mu_in.size else mu_in
         excess = 0.0 if tol_d is None else (
             self._dual_floor(x, new_eq, new_in) / (_FLOOR_SHARE * tol_d))
+        self._floor_blocked = excess > 1.0
         if excess > 1.0:
             # The floor is inversely proportional to a common scaling of the penalties. A
             # shrink by less than _FLOOR_MIN_SHRINK is not worth its refactorization.
@@ -910,6 +995,7 @@ class ProxALM:
     def _grow_penalties(self, mu_eq, mu_in):
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop
         a factor 10 above the penalties that stalled."""
+        self._floor_blocked = False
         new_eq = np.minimum(mu_eq * _MU_RESET, _MU_MAX) if mu_eq.size else mu_eq
         new_in = np.minimum(mu_in * _MU_RESET, _MU_MAX) if mu_in.size else mu_in
         floor_eq, floor_in = self._mu_floor

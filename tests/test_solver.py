@@ -869,6 +869,30 @@ def test_duality_gap_stall_is_polished_to_the_optimum():
     assert abs(r.fun - (-57.16753617)) <= 1e-8 * 57.2  # before: off by 1.5e-6
 
 
+def test_polish_finds_the_active_set_of_a_nearly_all_active_convex_regression():
+    # LISWET9/12 in small: the closest convex sequence to sin(4 pi t) + 0.1 sin(i); 2,994 of
+    # the 2,998 second-difference rows are active at the optimum, with multipliers ~1e5. The
+    # ALM's primal residual creeps (a 1% gain every 100 outer iterations at the penalty floor)
+    # and the old polish (all violated rows in, then all wrong-sign rows out) cycled: 1,212
+    # outer iterations and three polish restarts. Now one polish from the slow-progress test
+    # finds the active set (phase 1 adds the violated rows, phase 2 drops one wrong-sign row
+    # at a time with a ratio test). Reference: PIQP at eps 1e-9.
+    n = 3000
+    t = np.linspace(0.0, 1.0, n)
+    d = np.sin(4 * np.pi * t) + 0.1 * np.sin(np.arange(n))
+    D = sp.eye(n, format="csr")
+    D = (D[1:] - D[:-1])
+    D = (D[1:] - D[:-1]).tocsc()
+    P = make_problem(sp.eye(n, format="csc"), -d, C=D, l=np.zeros(n - 2),
+                     u=np.full(n - 2, np.inf))
+    r = sparseqp.solve(P, eps_abs=1e-6)
+    assert r.status == Status.SOLVED, r.message
+    assert "duality gap" not in r.message, r.message
+    assert r.nit <= 200, r.nit                      # before: 1,212
+    assert abs(r.fun - (-168.439155577)) <= 1e-8 * 168.4, r.fun
+    assert r.prim_res <= 1e-6 and r.dual_res <= 1e-6
+
+
 # ----------------------------------------------------------------------------------------------
 # random small problems, many of them inconsistent (dependent rows, crossing bounds)
 # ----------------------------------------------------------------------------------------------
