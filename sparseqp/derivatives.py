@@ -69,7 +69,7 @@ import scipy.sparse as sp
 from . import _kernels, _krylov
 from .kkt import index_parts
 from .refine import gmres_refine
-from .status import Status
+from .status import SOLUTION_STATUSES, Status
 
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
 
@@ -142,7 +142,7 @@ class Linearization:
 
     def __init__(self, result):
         status = result.status
-        if status not in (Status.SOLVED, Status.SOLVED_CLOSEST_FEASIBLE):
+        if status not in SOLUTION_STATUSES:
             raise DerivativeError(f"cannot differentiate a solve that ended with status "
                                   f"{Status(status).name}")
         fw = result._forward

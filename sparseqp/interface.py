@@ -225,7 +225,7 @@ class Solver:
         s_eq = Ax - p.b
         s_in = np.empty(p.n_in)
         _kernels.box_violation(Cx, p.l, p.u, s_in)
-        if status == Status.SOLVED:
+        if status.feasible_solution:
             s_eq = np.zeros(p.n_eq)
             s_in = np.zeros(p.n_in)
         if status == Status.SOLVED_CLOSEST_FEASIBLE:
@@ -239,8 +239,7 @@ class Solver:
             fun += p.constant
         message = status.message
         if "message" in info:
-            message = (f"Solved to the requested residual tolerance; {info['message']}."
-                       if status == Status.SOLVED else f"{message} {info['message']}")
+            message = f"{message} {info['message']}"
         res = Result(
             x=x, y=y, z=z, s_eq=s_eq, s_in=s_in, fun=fun, status=status,
             success=status.success, message=message, nit=alm.nit, n_newton=alm.n_newton,

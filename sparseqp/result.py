@@ -20,14 +20,14 @@ class Result(dict):
         lower bound. For a closest-feasible solution these are multipliers of the shifted QP
         (finite; they are not unique along the shift direction (s_eq, s_in)).
     s_eq : ndarray, (n_eq,)
-        Equality shift A x - b (zeros when status is SOLVED).
+        Equality shift A x - b (zeros unless status is SOLVED_CLOSEST_FEASIBLE).
     s_in : ndarray, (n_in,)
-        Inequality shift C x - proj_[l,u](C x) (zeros when status is SOLVED).
+        Inequality shift C x - proj_[l,u](C x) (zeros unless status is SOLVED_CLOSEST_FEASIBLE).
     fun : float
         Objective 1/2 x'Hx + g'x (+ the problem's constant when a Problem was solved).
     status : sparseqp.Status
     success : bool
-        True for SOLVED and SOLVED_CLOSEST_FEASIBLE.
+        True for SOLVED, SOLVED_CLOSEST_FEASIBLE and SOLVED_INACCURATE (a solution is returned).
     message : str
     nit : int
         Outer (proximal multiplier) iterations.

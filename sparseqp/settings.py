@@ -31,7 +31,8 @@ class Settings:
         ``eps_abs + eps_rel * scale`` (scale: the largest of those terms). Residuals of 1e-6 on
         thousands of rows can leave the objective far from optimal (Maros-Meszaros LISWET*);
         this keeps iterating until the objective is accurate too. When the gap stops improving
-        first (rounding), the result is SOLVED with the gap named in ``message``. Default True.
+        first (rounding), the status is SOLVED_INACCURATE with the gap named in ``message``.
+        Default True.
     eps_gap_rel : float or None
         The duality gap is also accepted at ``eps_gap_rel`` times the larger magnitude of the
         primal and the dual objective: the objective's relative accuracy. An absolute gap of ``eps_abs`` alone asks for the

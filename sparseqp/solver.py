@@ -629,7 +629,7 @@ class ProxALM:
                         primal_floor_stall.reset(it)
                         rp_prev = rd_prev = math.inf
                         continue
-                    status = Status.SOLVED
+                    status = Status.SOLVED_INACCURATE
                     info["message"] = _gap_message(gap, tol_g)
                     break
             if closest and self.allow_closest:
@@ -638,9 +638,9 @@ class ProxALM:
                     # The shift is optimal: solve the shifted (consistent) QP, same matrices
                     # and factorization pattern, warm-started. The ALM converges on it at its
                     # usual rate with finite multipliers, unlike on the inconsistent one.
-                    st_sh, state_sh = self._solve_shifted(x, Ax, Cx)
+                    st_sh, state_sh, info_sh = self._solve_shifted(x, Ax, Cx)
                     if st_sh is not None:
-                        return st_sh, state_sh, info
+                        return st_sh, state_sh, info_sh
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
@@ -663,7 +663,7 @@ class ProxALM:
                     x, y, z = cand
                     status = Status.SOLVED
                 elif resid_ok:
-                    status = Status.SOLVED  # only the duality gap was still short
+                    status = Status.SOLVED_INACCURATE  # only the duality gap was short
                     info["message"] = _gap_message(gap, tol_g)
                 else:
                     status = Status.NUMERICAL_ERROR
@@ -901,7 +901,7 @@ class ProxALM:
             # the nested solves share this run's iteration budget (nit never exceeds max_iter)
             budget = self.st.max_iter - self.nit
             if budget < 1:
-                return None, None
+                return None, None, {}
             sub_st = self.st.replace(max_iter=budget)
             sub = ProxALM(sc.shifted(s_eq, s_in), self.kkt, sub_st, self.deadline, self.log)
             sub.allow_closest = False
@@ -909,22 +909,24 @@ class ProxALM:
             # that much: its primal residual then stalls while the multipliers diverge; stop
             # early and shift again from where it got to (x satisfies that shift exactly)
             sub.primal_stall_exit = _SHIFTED_PRIMAL_STALL
-            st, state, _ = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
+            st, state, info = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
             self.n_pcg += sub.n_pcg
             self.nit += sub.nit
-            if st == Status.SOLVED:
+            if st.feasible_solution:
+                # SOLVED_INACCURATE: the shifted QP's objective is short of its gap tolerance;
+                # the shift itself is optimal (tested before this call). Its message says so.
                 Ax, Cx = self._ws.constraint_products(state.x)
                 rp, _, ps, _ = self._unscaled_residuals(state.x, state.y, state.z, Ax, Cx)
                 if rp <= self.st.eps_abs + self.st.eps_rel * ps:
-                    return Status.SOLVED, state  # the shift vanished: it was consistent
+                    return st, state, info  # the shift vanished: it was consistent
                 state.closest = True
-                return Status.SOLVED_CLOSEST_FEASIBLE, state
+                return Status.SOLVED_CLOSEST_FEASIBLE, state, info
             if st in (Status.TIME_LIMIT_REACHED, Status.NUMERICAL_ERROR):
-                return st, state
+                return st, state, info
             x = state.x
             Ax, Cx = self._ws.constraint_products(x)
-        return None, None
+        return None, None, {}
 
     def _inner_tolerance(self, rp, rd, tol_p, tol_d):
         # Scaled-gradient tolerance: tight enough not to stall the outer loop, loose early.

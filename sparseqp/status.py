@@ -1,17 +1,21 @@
 """Solver statuses: the one place where every status and its message is defined."""
 from enum import IntEnum
 
-__all__ = ["Status", "STATUS_MESSAGES"]
+__all__ = ["Status", "STATUS_MESSAGES", "SOLUTION_STATUSES"]
 
 
 class Status(IntEnum):
     """Outcome of a solve.
 
     Positive values are successes (a solution is returned), negative ones are not.
+    SOLVED_INACCURATE is a success whose objective is less accurate than asked: the residuals
+    meet the tolerance, the duality gap stopped decreasing above its own (rounding, or an
+    active set the polish could not settle); ``message`` gives the gap.
     """
 
     SOLVED = 1
     SOLVED_CLOSEST_FEASIBLE = 2
+    SOLVED_INACCURATE = 3
     MAX_ITER_REACHED = -2
     PRIMAL_INFEASIBLE = -3
     DUAL_INFEASIBLE = -4
@@ -26,12 +30,22 @@ class Status(IntEnum):
     def message(self) -> str:
         return STATUS_MESSAGES[self]
 
+    @property
+    def feasible_solution(self) -> bool:
+        """True for SOLVED and SOLVED_INACCURATE: x, y, z meet the residual tolerances of the
+        original (unshifted) problem; derivatives take the feasible solution map."""
+        return self in (Status.SOLVED, Status.SOLVED_INACCURATE)
+
 
 STATUS_MESSAGES = {
     Status.SOLVED: "Optimal solution found to the requested tolerance.",
     Status.SOLVED_CLOSEST_FEASIBLE: (
         "The constraints are inconsistent; returned the solution of the closest feasible QP "
         "(smallest l2 constraint shift, see s_eq and s_in)."
+    ),
+    Status.SOLVED_INACCURATE: (
+        "Primal and dual residuals meet the tolerance but the duality gap does not: x is "
+        "feasible and nearly stationary, the objective may be inaccurate:"
     ),
     Status.MAX_ITER_REACHED: "Maximum number of iterations reached before convergence.",
     Status.PRIMAL_INFEASIBLE: (
@@ -45,3 +59,7 @@ STATUS_MESSAGES = {
     Status.TIME_LIMIT_REACHED: "Time limit reached before convergence.",
     Status.NUMERICAL_ERROR: "Numerical error.",
 }
+
+#: Statuses that return a solution (``Status.success``): the derivatives and the torch layer
+#: accept these.
+SOLUTION_STATUSES = tuple(s for s in Status if s.success)

@@ -46,7 +46,7 @@ import torch
 from .interface import Solver
 from .problem import make_problem
 from .settings import Settings, make_settings
-from .status import Status
+from .status import SOLUTION_STATUSES, Status
 
 __all__ = ["QPFunction", "QPLayer", "QPOptions", "QPSolveError", "STATS_FIELDS", "common_batch"]
 
@@ -57,7 +57,7 @@ STATS_FIELDS = ("iterations", "n_factorizations", "n_symbolic", "prim_res", "dua
 _OUTPUT_NAMES = ("x", "y", "z", "s_eq", "s_in")
 _INFEASIBLE_MODES = ("closest", "raise")
 _FAILURE_MODES = ("warn", "raise", "ignore")
-_SUCCESS = (Status.SOLVED, Status.SOLVED_CLOSEST_FEASIBLE)
+_SUCCESS = SOLUTION_STATUSES
 
 
 class QPSolveError(RuntimeError):
@@ -668,7 +668,7 @@ def _warm_of(result) -> dict | None:
     """
     if Status(result.status) not in _SUCCESS or not np.all(np.isfinite(result.x)):
         return None
-    if result.status == Status.SOLVED:
+    if Status(result.status).feasible_solution:
         return {"x0": result.x, "y0": result.y, "z0": result.z}
     return {"x0": result.x}
 

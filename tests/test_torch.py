@@ -407,7 +407,10 @@ def test_agrees_with_proxsuite_qplayer_infeasible():
     theirs = tensors(data, grad=True)
     fn = qplayer.QPFunction(eps=1e-10, eps_backward=1e-10, structural_feasibility=False)
     xp, _, _, se_p, si_p = fn(*theirs)
-    (xp[0] @ w).backward()
+    try:
+        (xp[0] @ w).backward()
+    except TypeError as exc:  # proxsuite 0.8's infeasible backward fails under numpy < 2
+        pytest.skip(f"the oracle (proxsuite's QPLayer backward) raised: {exc}")
     np.testing.assert_allclose(x.detach(), xp[0].detach(), atol=1e-6)
     np.testing.assert_allclose(s_in.detach(), si_p[0].detach(), atol=1e-6)
     # proxsuite's backward is a regularized solve: agreement to ~1e-3
