@@ -640,31 +640,6 @@ def outer_on_pattern(const index_t[::1] indptr, const index_t[::1] indices,
 
 
 # ---------------------------------------------------------------------------------------------
-# Symmetric matrix-vector product from the stored upper triangle
-# ---------------------------------------------------------------------------------------------
-
-def sym_upper_matvec_add(const index_t[::1] indptr, const index_t[::1] indices,
-                         const double[::1] data, const double[::1] u, double[::1] out):
-    """out += K u for the symmetric K whose upper triangle (diagonal included) is the CSC
-    (indptr, indices, data): one pass over the stored entries, no transposed copy."""
-    cdef Py_ssize_t j, k, i, ncol = indptr.shape[0] - 1
-    cdef double v, uj, acc
-    with nogil:
-        for j in range(ncol):
-            uj = u[j]
-            acc = 0.0
-            for k in range(indptr[j], indptr[j + 1]):
-                i = indices[k]
-                v = data[k]
-                if i == j:
-                    acc += v * uj
-                else:
-                    out[i] += v * uj
-                    acc += v * u[i]
-            out[j] += acc
-
-
-# ---------------------------------------------------------------------------------------------
 # Sparse products into caller buffers, and the fused steps of the ProxALM inner loop
 # ---------------------------------------------------------------------------------------------
 # At n in the hundreds to thousands one scipy sparse product costs ~6 us of dispatch for well

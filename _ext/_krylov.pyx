@@ -303,6 +303,33 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
     return np.asarray(u), n_solves
 
 
+cdef inline void _sym_upper_matvec_add(const index_t[::1] indptr, const index_t[::1] indices,
+                                       const double[::1] data, const double[::1] u,
+                                       double[::1] out) noexcept nogil:
+    cdef Py_ssize_t j, k, i, ncol = indptr.shape[0] - 1
+    cdef double v, uj, acc
+    for j in range(ncol):
+        uj = u[j]
+        acc = 0.0
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            v = data[k]
+            if i == j:
+                acc += v * uj
+            else:
+                out[i] += v * uj
+                acc += v * u[i]
+        out[j] += acc
+
+
+def sym_upper_matvec_add(const index_t[::1] indptr, const index_t[::1] indices,
+                         const double[::1] data, const double[::1] u, double[::1] out):
+    """out += K u for the symmetric K whose upper triangle (diagonal included) is the CSC
+    (indptr, indices, data): one pass over the stored entries, no transposed copy."""
+    with nogil:
+        _sym_upper_matvec_add(indptr, indices, data, u, out)
+
+
 def sym_upper_residual(const index_t[::1] indptr, const index_t[::1] indices,
                        const double[::1] data, const double[::1] corr, const double[::1] u,
                        const double[::1] rhs, double[::1] r):
@@ -310,23 +337,12 @@ def sym_upper_residual(const index_t[::1] indptr, const index_t[::1] indices,
     included) is the CSC (indptr, indices, data); returns |r|. One pass over K's entries and
     one over the vectors: the true residual of a refined derivative solve without the
     temporaries of ``rhs - (corr * u + K u)``."""
-    cdef Py_ssize_t j, k, i, N = indptr.shape[0] - 1
-    cdef double val, uj, acc, out = 0.0
+    cdef Py_ssize_t j, N = indptr.shape[0] - 1
+    cdef double out = 0.0
     with nogil:
         for j in range(N):
             r[j] = 0.0
-        for j in range(N):
-            uj = u[j]
-            acc = 0.0
-            for k in range(indptr[j], indptr[j + 1]):
-                i = indices[k]
-                val = data[k]
-                if i == j:
-                    acc += val * uj
-                else:
-                    r[i] += val * uj
-                    acc += val * u[i]
-            r[j] += acc
+        _sym_upper_matvec_add(indptr, indices, data, u, r)
         for j in range(N):
             r[j] = rhs[j] - (corr[j] * u[j] + r[j])
             out += r[j] * r[j]

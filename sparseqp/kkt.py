@@ -326,7 +326,7 @@ class KKTSystem:
 
     def matvec_add(self, v: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out += K v (in place; returns out), K as in :meth:`matvec`."""
-        _kernels.sym_upper_matvec_add(self._K_parts[0], self._K_parts[1], self.data, v, out)
+        _krylov.sym_upper_matvec_add(self._K_parts[0], self._K_parts[1], self.data, v, out)
         return out
 
     def residual(self, u: np.ndarray, rhs: np.ndarray, corr: np.ndarray,
