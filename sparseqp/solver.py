@@ -73,7 +73,8 @@ _FLOOR_PATIENCE = 3  # ... while the primal residual fell by 10% within this man
 _PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 # Polish (see _polish): at most this many active-set rounds (one sparse LU each)
 _POLISH_ROUNDS = 100
-_POLISH_RESTARTS = 3  # failed polishes whose multipliers restart the outer loop
+_POLISH_RESTARTS = 3  # failed polishes whose multipliers restart the outer loop ...
+_RESTART_WORSE = 1e4  # ... unless their residuals are this much above the current point's
 # the merit (residuals over their tolerances) not halved in this many outer iterations with the
 # penalties at their floor: the ALM's rate can no longer improve, try one polish (LISWET12:
 # the primal residual crept from 1.58e-6 to 1.0e-6 in 2,500 iterations, a 1% gain every
@@ -619,7 +620,8 @@ class ProxALM:
                         x, y, z = cand
                         status = Status.SOLVED
                         break
-                    if cand is not None and n_restarts < _POLISH_RESTARTS:
+                    if (cand is not None and n_restarts < _POLISH_RESTARTS
+                            and self._restart_point_sane(cand, rp, rd, tol_p, tol_d)):
                         n_restarts += 1
                         x, ye, ze = cand
                         xe = x
@@ -841,6 +843,20 @@ class ProxALM:
             else:
                 return False, last
         return False, last
+
+    def _restart_point_sane(self, cand, rp, rd, tol_p, tol_d):
+        """A failed polish's last point may restart the outer loop (its multipliers are right
+        along the slow modes) unless its residuals are far worse than the current point's:
+        an active set whose KKT matrix is numerically singular gives multipliers of 1e20
+        (CVXQP1_L: the restart from such a point ended at dual residual 4e21, where the point
+        before it met both residuals and only the gap was short)."""
+        xc, yc, zc = cand
+        if not all(np.all(np.isfinite(v)) for v in cand):
+            return False
+        Ax, Cx = self._ws.constraint_products(xc)
+        rpc, rdc, _, _ = self._unscaled_residuals(xc, yc, zc, Ax, Cx)
+        return (rpc <= _RESTART_WORSE * max(rp, tol_p)
+                and rdc <= _RESTART_WORSE * max(rd, tol_d))
 
     @staticmethod
     def _polish_drop_one(x, y, z, Cx, sign, wrong):

@@ -892,6 +892,28 @@ def test_gap_stall_without_polish_is_solved_inaccurate(monkeypatch):
     assert np.all(np.isfinite(grads.g))
 
 
+def test_failed_polish_restarts_only_from_a_sane_point():
+    # A failed polish's last point restarts the outer loop with its multipliers. Where the
+    # active set's KKT matrix was numerically singular (CVXQP1_L) those were ~1e20 and the
+    # restart ended at dual residual 4e21 from a point that met both residuals.
+    from sparseqp.solver import ProxALM
+
+    P = _convex_regression(200)
+    s = sparseqp.Solver(P, eps_abs=1e-8)
+    r = s.solve()
+    assert r.status == Status.SOLVED
+    sc = s._sc
+    alm = ProxALM(sc, s._kkt, s.settings)
+    x, y, z = sc.scale_x(r.x), sc.scale_y(r.y), sc.scale_z(r.z)
+    tol = 1e-8
+    assert alm._restart_point_sane((x, y, z), r.prim_res, r.dual_res, tol, tol)
+    assert not alm._restart_point_sane((x, y, 1e20 * z), r.prim_res, r.dual_res, tol, tol)
+    assert not alm._restart_point_sane((x + 1.0, y, z), r.prim_res, r.dual_res, tol, tol)
+    bad = z.copy()
+    bad[0] = np.nan
+    assert not alm._restart_point_sane((x, y, bad), r.prim_res, r.dual_res, tol, tol)
+
+
 def test_polish_finds_the_active_set_of_a_nearly_all_active_convex_regression():
     # LISWET9/12 in small: the closest convex sequence to sin(4 pi t) + 0.1 sin(i); 2,994 of
     # the 2,998 second-difference rows are active at the optimum, with multipliers ~1e5. The
