@@ -149,7 +149,8 @@ class ProxALM:
         self.nit = 0
         self.certificate = None
         self.allow_closest = True
-        self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted)
+        self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted) ...
+        self.reshift_ok = None          # ... where a stall exits only when this(Ax, Cx) holds
         # weights that make the scaled penalties equal in the *unscaled* norm (closest mode)
         self._w_eq = sc.E ** 2
         self._w_in = sc.F ** 2
@@ -638,13 +639,15 @@ class ProxALM:
                     # The shift is optimal: solve the shifted (consistent) QP, same matrices
                     # and factorization pattern, warm-started. The ALM converges on it at its
                     # usual rate with finite multipliers, unlike on the inconsistent one.
-                    st_sh, state_sh = self._solve_shifted(x, Ax, Cx)
+                    st_sh, state_sh = self._solve_shifted(x, Ax, Cx,
+                                                          eps_abs + eps_rel * max(ps, 1.0))
                     if st_sh is not None:
                         return st_sh, state_sh, info
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
-            if self.primal_stall_exit and rp > tol_p and primal_stall.stalled(rp, it):
+            if (self.primal_stall_exit and rp > tol_p and primal_stall.stalled(rp, it)
+                    and self.reshift_ok(Ax, Cx)):
                 break                       # MAX_ITER_REACHED: the caller shifts again
             # no progress at all for many iterations: the tolerance is below what rounding
             # allows on this problem; say so instead of spinning until max_iter
@@ -686,6 +689,18 @@ class ProxALM:
                     if self.allow_closest:
                         closest = True
                         mu_eq, mu_in = self._closest_penalties(mu_eq, mu_in)
+                        # The multipliers so far diverged along the shift weighted by the
+                        # schedule's penalties (mu_eq and mu_in differ by 100x and shrank
+                        # 10x per iteration): a stale, not a bounded, part. Kept as prox
+                        # centers, they hold rows at bounds that the closest-feasible point
+                        # leaves, and the ALM unwinds such a row by only gap / mu per
+                        # iteration: seed 276 of the random mixed problems, z = 2951 on a row
+                        # that ends 7.4e-4 inside its bound, 19 per iteration while x stood
+                        # still, NUMERICAL_ERROR after 100 iterations with the shift residual
+                        # at 6.8e-4; 10 of seeds 0-3000 at eps_abs 1e-8, 13 at 1e-6.
+                        # From zero multipliers the closest phase starts as a pure penalty
+                        # step with its own weights (the shifted re-solve also starts there).
+                        y, z = np.zeros_like(y), np.zeros_like(z)
             if rd > tol_d:
                 cert = self._dual_certificate(dx)
                 if cert is not None:
@@ -891,8 +906,9 @@ class ProxALM:
             return None
         return x + alpha * dx
 
-    def _solve_shifted(self, x, Ax, Cx):
-        """Up to three rounds: shift the data by the current shift, solve from x."""
+    def _solve_shifted(self, x, Ax, Cx, tol_s):
+        """Up to three rounds: shift the data by the current shift, solve from x. ``tol_s``:
+        the tolerance of the shift residual (:meth:`_shift_residual`) that x meets."""
         sc = self.sc
         for _ in range(3):
             s_eq = Ax - sc.b if sc.m else np.zeros(0)
@@ -907,8 +923,16 @@ class ProxALM:
             sub.allow_closest = False
             # a shift accurate to eps_abs can leave the shifted problem inconsistent by about
             # that much: its primal residual then stalls while the multipliers diverge; stop
-            # early and shift again from where it got to (x satisfies that shift exactly)
+            # early and shift again from where it got to (x satisfies that shift exactly).
+            # Only from a point whose shift is still optimal: the primal residual also stalls
+            # where the shifted problem is consistent but its ALM slow (seed 612 of the random
+            # mixed problems: a row with l = u and a shift of 1.7e-4, so a box [u, u + 1.7e-4]
+            # in the shifted problem, slid to u at the price of violating 22 other rows by
+            # 5e-8), and shifting from there returned a shift 1.7e-4 off the least-squares
+            # one, its residual 1.4e-4, as SOLVED_CLOSEST_FEASIBLE. There the re-solve goes
+            # on (its polish solves it).
             sub.primal_stall_exit = _SHIFTED_PRIMAL_STALL
+            sub.reshift_ok = lambda ax, cx: self._shift_residual(ax, cx) <= tol_s
             st, state, _ = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
             self.n_pcg += sub.n_pcg
