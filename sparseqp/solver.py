@@ -148,9 +148,11 @@ class ProxALM:
         self.n_newton = 0
         self.n_pcg = 0
         self.nit = 0
+        self._nit_nested = 0            # outer iterations of shifted re-solves (in nit)
         self.certificate = None
         self.allow_closest = True
-        self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted)
+        self.primal_stall_exit = 0      # > 0 in shifted re-solves (see _solve_shifted) ...
+        self.reshift_ok = None          # ... where a stall exits only when this(Ax, Cx) holds
         # weights that make the scaled penalties equal in the *unscaled* norm (closest mode)
         self._w_eq = sc.E ** 2
         self._w_in = sc.F ** 2
@@ -172,22 +174,24 @@ class ProxALM:
         sc = self.sc
         return self._ws.unscaled_residuals(x, y, z, Ax, Cx, sc.E, sc.F)
 
-    def _complementarity(self, z, Cx):
+    def _complementarity(self, z, Cx, sc=None):
         """max over rows with z_i != 0 of the distance of C_i x to the bound z_i points at
-        (unscaled): the ALM makes it small only asymptotically."""
-        sc = self.sc
+        (unscaled): the ALM makes it small only asymptotically. ``sc``: another problem on
+        the same matrices (a shifted one), by default this run's."""
+        sc = self.sc if sc is None else sc
         if not sc.p:
             return 0.0
         gap = np.where(z > 0, sc.u - Cx, np.where(z < 0, Cx - sc.l, 0.0))
         gap = np.where(np.isfinite(gap), np.abs(gap), 0.0)
         return _kernels.scaled_inf_norm(gap, sc.F, True)
 
-    def _duality_gap(self, x, y, z):
+    def _duality_gap(self, x, y, z, sc=None):
         """(|gap|, scale, objective scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ +
         l'[z]_- (0 at a KKT point), scale = the largest of its terms, objective scale = the
         larger magnitude of the primal objective x'Hx/2 + g'x and the dual one
-        -x'Hx/2 - b'y - u'[z]_+ - l'[z]_-. Every scaled term is c times the unscaled one."""
-        sc = self.sc
+        -x'Hx/2 - b'y - u'[z]_+ - l'[z]_-. Every scaled term is c times the unscaled one.
+        ``sc`` as in :meth:`_complementarity`."""
+        sc = self.sc if sc is None else sc
         xhx, gx = float(x @ self._ws.h_product(x)), float(sc.g @ x)
         by = float(sc.b @ y) if sc.m else 0.0
         # z_i > 0 only at a finite u_i, z_i < 0 only at a finite l_i
@@ -205,6 +209,20 @@ class ProxALM:
         st = self.st
         return (gap <= st.eps_abs + st.eps_rel * gscale
                 or gap <= st.gap_rel * oscale or gap <= 1e-13 * gscale)
+
+    def _shifted_kkt_met(self, x, y, z, Ax, Cx, tol_p):
+        """Whether the closest-mode iterate (x, y, z) is a solution of the QP shifted by its
+        own shift, the rest of the stopping tests: x satisfies those constraints exactly, the
+        caller checked the dual residual and the shift's optimality; here complementarity
+        and the duality gap on the shifted bounds."""
+        sc = self.sc
+        s_eq = Ax - sc.b if sc.m else np.zeros(0)
+        s_in = np.empty(sc.p)
+        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+        sh = sc.shifted(s_eq, s_in)
+        if self._complementarity(z, Cx, sh) > tol_p:
+            return False
+        return not self.st.check_duality_gap or self._gap_met(*self._duality_gap(x, y, z, sh))
 
     def _shift_residual(self, Ax, Cx):
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
@@ -588,6 +606,7 @@ class ProxALM:
         primal_floor_stall = _Stall(_FLOOR_PATIENCE)
         slow_stall = _Stall(_POLISH_SLOW_ITERS, gain=0.5)
         slow_polished = False
+        shifted_failed = False          # closest mode: a shifted re-solve ended in error
         self._floor_blocked = False
         n_restarts = 0
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
@@ -595,7 +614,9 @@ class ProxALM:
         info = {}
         Ax, Cx = self._ws.constraint_products(x)
         for it in range(st.max_iter):
-            self.nit = it + 1
+            if self._nit_nested + it >= st.max_iter:
+                break                       # shifted re-solves used the rest of the budget
+            self.nit = self._nit_nested + it + 1
             x, y, z, Ax, Cx, _ = self._inner(x, xe, ye, ze, rho, mu_eq, mu_in, eps_in)
             rp, rd, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
             tol_p = eps_abs + eps_rel * ps
@@ -636,17 +657,33 @@ class ProxALM:
                     break
             if closest and self.allow_closest:
                 rs = self._shift_residual(Ax, Cx)
-                if rs <= eps_abs + eps_rel * max(ps, 1.0):
+                tol_s = eps_abs + eps_rel * max(ps, 1.0)
+                if rs <= tol_s and not shifted_failed:
                     # The shift is optimal: solve the shifted (consistent) QP, same matrices
                     # and factorization pattern, warm-started. The ALM converges on it at its
                     # usual rate with finite multipliers, unlike on the inconsistent one.
-                    st_sh, state_sh, info_sh = self._solve_shifted(x, Ax, Cx)
-                    if st_sh is not None:
+                    st_sh, state_sh, info_sh = self._solve_shifted(x, Ax, Cx, tol_s)
+                    if st_sh == Status.NUMERICAL_ERROR:
+                        # (an error, or a point whose own shift is not optimal) Its
+                        # multipliers can be huge: a shifted row that the objective pulls
+                        # into its widened box [u, u + s_i] is held at u + s_i only through
+                        # the shift direction, with weight s_i (random mixed seed 3635:
+                        # s_i = 7e-5, multipliers 3e4; the re-solve stalls at a primal
+                        # residual of 2e-7). This loop's multipliers grow along that direction
+                        # anyway: go on, and stop where they solve the shifted QP (3635: 15
+                        # iterations later, x within 4e-10 of the two-stage reference).
+                        shifted_failed = True
+                    elif st_sh is not None:
                         return st_sh, state_sh, info_sh
+                if (shifted_failed and rs <= tol_s and rd <= tol_d
+                        and self._shifted_kkt_met(x, y, z, Ax, Cx, tol_p)):
+                    status = Status.SOLVED_CLOSEST_FEASIBLE
+                    break
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 status = Status.TIME_LIMIT_REACHED
                 break
-            if self.primal_stall_exit and rp > tol_p and primal_stall.stalled(rp, it):
+            if (self.primal_stall_exit and rp > tol_p and primal_stall.stalled(rp, it)
+                    and self.reshift_ok(Ax, Cx)):
                 break                       # MAX_ITER_REACHED: the caller shifts again
             # no progress at all for many iterations: the tolerance is below what rounding
             # allows on this problem; say so instead of spinning until max_iter
@@ -688,6 +725,18 @@ class ProxALM:
                     if self.allow_closest:
                         closest = True
                         mu_eq, mu_in = self._closest_penalties(mu_eq, mu_in)
+                        # The multipliers so far diverged along the shift weighted by the
+                        # schedule's penalties (mu_eq and mu_in differ by 100x and shrank
+                        # 10x per iteration): a stale, not a bounded, part. Kept as prox
+                        # centers, they hold rows at bounds that the closest-feasible point
+                        # leaves, and the ALM unwinds such a row by only gap / mu per
+                        # iteration: seed 276 of the random mixed problems, z = 2951 on a row
+                        # that ends 7.4e-4 inside its bound, 19 per iteration while x stood
+                        # still, NUMERICAL_ERROR after 100 iterations with the shift residual
+                        # at 6.8e-4; 10 of seeds 0-3000 at eps_abs 1e-8, 13 at 1e-6.
+                        # From zero multipliers the closest phase starts as a pure penalty
+                        # step with its own weights (the shifted re-solve also starts there).
+                        y, z = np.zeros_like(y), np.zeros_like(z)
             if rd > tol_d:
                 cert = self._dual_certificate(dx)
                 if cert is not None:
@@ -907,8 +956,15 @@ class ProxALM:
             return None
         return x + alpha * dx
 
-    def _solve_shifted(self, x, Ax, Cx):
-        """Up to three rounds: shift the data by the current shift, solve from x."""
+    def _solve_shifted(self, x, Ax, Cx, tol_s):
+        """Up to three rounds: shift the data by the current shift, solve from x. ``tol_s``:
+        the tolerance of the shift residual (:meth:`_shift_residual`) that x meets.
+
+        Returns (status, state, info): SOLVED_CLOSEST_FEASIBLE, SOLVED or SOLVED_INACCURATE
+        (the shift vanished), TIME_LIMIT_REACHED, NUMERICAL_ERROR (the re-solve failed, or its
+        point's shift is not the optimal one: the caller goes on in closest mode), or
+        (None, None, {}): the rounds or the iteration budget ran out. ``info``: the re-solve's
+        (its message, e.g. a duality gap short of its tolerance)."""
         sc = self.sc
         for _ in range(3):
             s_eq = Ax - sc.b if sc.m else np.zeros(0)
@@ -923,19 +979,39 @@ class ProxALM:
             sub.allow_closest = False
             # a shift accurate to eps_abs can leave the shifted problem inconsistent by about
             # that much: its primal residual then stalls while the multipliers diverge; stop
-            # early and shift again from where it got to (x satisfies that shift exactly)
+            # early and shift again from where it got to (x satisfies that shift exactly).
+            # Only from a point whose shift is still optimal: the primal residual also stalls
+            # where the shifted problem is consistent but its ALM slow (seed 612 of the random
+            # mixed problems: a row with l = u and a shift of 1.7e-4, so a box [u, u + 1.7e-4]
+            # in the shifted problem, slid to u at the price of violating 22 other rows by
+            # 5e-8), and shifting from there returned a shift 1.7e-4 off the least-squares
+            # one, its residual 1.4e-4, as SOLVED_CLOSEST_FEASIBLE. There the re-solve goes
+            # on (its polish solves it).
             sub.primal_stall_exit = _SHIFTED_PRIMAL_STALL
+            sub.reshift_ok = lambda ax, cx: self._shift_residual(ax, cx) <= tol_s
             st, state, info = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
             self.n_pcg += sub.n_pcg
             self.nit += sub.nit
+            self._nit_nested += sub.nit
             if st.feasible_solution:
                 # SOLVED_INACCURATE: the shifted QP's objective is short of its gap tolerance;
                 # the shift itself is optimal (tested before this call). Its message says so.
                 Ax, Cx = self._ws.constraint_products(state.x)
                 rp, _, ps, _ = self._unscaled_residuals(state.x, state.y, state.z, Ax, Cx)
-                if rp <= self.st.eps_abs + self.st.eps_rel * ps:
+                tol_p = self.st.eps_abs + self.st.eps_rel * ps
+                if rp <= tol_p:
                     return st, state, info  # the shift vanished: it was consistent
+                s_new = np.empty(sc.p)
+                _kernels.box_violation(Cx, sc.l, sc.u, s_new)
+                if _kernels.scaled_inf_norm(s_new - s_in, sc.F, True) > tol_p:
+                    # Solved to tolerance, but a row slid inside its widened box: the shift
+                    # of the point (the one reported) moved by more than the tolerance from
+                    # the optimal one (random mixed seed 9996: a row with l = u and
+                    # s_i = 1.1e-5 slid to u, the reported shift's residual 9.6e-6, the
+                    # other rows violated by 4e-9). Rows at their shifted bounds keep their
+                    # shift to the tolerance.
+                    return Status.NUMERICAL_ERROR, state, info
                 state.closest = True
                 return Status.SOLVED_CLOSEST_FEASIBLE, state, info
             if st in (Status.TIME_LIMIT_REACHED, Status.NUMERICAL_ERROR):
