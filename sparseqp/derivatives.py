@@ -85,6 +85,7 @@ _WARN_RESIDUAL = 1e-6
 # block of 5e-15 lost every digit, 5e-13 was still exact), at most _LIMIT_MU_MAX.
 _LIMIT_BLOCK_MIN = 1e-11
 _LIMIT_MU_MAX = 1e-4
+_LIMIT_BOOST = 100.0  # mu's factor per retry after a failed solve (_raise_limit_mu)
 
 
 class DerivativeError(ValueError):
@@ -172,8 +173,11 @@ class Linearization:
         self.n_fact = 0
         self._fallback = False
         self._corr, self._corr_of = None, None
-        # closest-feasible: the factorization of K_mu (see _solve_closest)
+        # closest-feasible: the factorization of K_mu (see _solve_closest), its mu, and the
+        # factor by which failed solves raised it (_raise_limit_mu)
         self._limit_fact_id = None
+        self._limit_mu = 0.0
+        self._limit_boost = 1.0
         # the last exact projection onto range(M) (the arrays drop_shift_component returned)
         self._projected = None
         # work of projections not yet reported (added to the next solve's info)
@@ -301,17 +305,26 @@ class Linearization:
         info = self._take_pending()
         if _kernels.norm2(rhs) == 0.0:
             return np.zeros_like(rhs), info
-        info = _merge_info(info, _info(self._prepare_limit()))
-        if not y_in_range and np.any(rhs[n:]):
-            rhs = rhs.copy()
-            rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
-            info = _merge_info(info, _info(0, n_p, res_p))
-            if _kernels.norm2(rhs) == 0.0:
-                return np.zeros_like(rhs), info
-        # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
-        u, n_ref, res = self._refined(self._correction(), self._residual, rhs,
-                                      st.bw_tol)
-        info = _merge_info(info, _info(0, n_ref, res))
+        rhs0 = rhs
+        while True:
+            # one attempt: its residual is the one reported, the work of all of them counts
+            att = _info(self._prepare_limit())
+            rhs = rhs0
+            if not y_in_range and np.any(rhs[n:]):
+                rhs = rhs.copy()
+                rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
+                att = _merge_info(att, _info(0, n_p, res_p))
+                if _kernels.norm2(rhs) == 0.0:
+                    return np.zeros_like(rhs), _merge_info(info, att)
+            # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible
+            # tolerance)
+            u, n_ref, res = self._refined(self._correction(), self._residual, rhs,
+                                          st.bw_tol)
+            att = _merge_info(att, _info(0, n_ref, res))
+            if att["residual"] <= _WARN_RESIDUAL or not self._raise_limit_mu():
+                info = _merge_info(info, att)
+                break
+            info = _merge_info(info, dict(att, residual=0.0))
         if info["residual"] > _WARN_RESIDUAL:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {info['residual']:.1e} only: "
@@ -332,14 +345,30 @@ class Linearization:
         act = self.active != 0
         wmin = min(np.min(self.w_eq, initial=1.0), np.min(self.w_in[act], initial=1.0))
         mu = min(max(_LIMIT_MU_MAX, self.st.bw_closest_eps),
-                 max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin))
+                 max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin) * self._limit_boost)
         self._mu_lim_eq = mu * self.w_eq
         # inactive rows: decoupled (zero row), any positive pivot
         self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
         kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
         self._limit_fact_id = kkt.fact_id
+        self._limit_mu = mu
         self.n_fact += 1
         return 1
+
+    def _raise_limit_mu(self):
+        """After a failed solve: 100x larger elastic blocks for the next factorization of K_mu,
+        unless they are at _LIMIT_MU_MAX already (then False). With H singular the x-pivots are
+        only bw_reg, the eliminated constraint rows carry |M|^2 / bw_reg, and elastic blocks
+        below eps times that are rounded away: dependent active rows then give exact zero
+        pivots (random mixed seed 612, an LP: 53 zero pivots with blocks of 5e-9, gradients
+        returned as 0 with a warning where the finite difference is 14.4; blocks of 5e-7 give
+        14.4 to 8 digits)."""
+        mu_max = max(_LIMIT_MU_MAX, self.st.bw_closest_eps)
+        if self._limit_mu >= mu_max:
+            return False
+        self._limit_boost *= _LIMIT_BOOST
+        self._limit_fact_id = None
+        return True
 
     def _hx_corr(self, u):
         """-((H + bw_reg I) u_x, 0): the projection target [0, M'; M, -mu W] minus K_mu."""

@@ -1015,3 +1015,31 @@ def test_closest_badly_scaled_factorizations_and_reuse():
     assert G5.info["n_factorizations"] == 1, G5.info
     np.testing.assert_allclose(G5.b, G2.b, rtol=1e-9, atol=1e-9 * np.abs(G2.b).max())
     assert kkt.n_symbolic == n_sym
+
+
+@pytest.mark.parametrize("seed", [240, 260, 612])
+def test_closest_lp_with_dependent_active_rows(seed):
+    # Closest-feasible LPs (H = 0) of the random mixed family whose active rows are dependent:
+    # the x-pivots of K_mu are only bw_reg, so elastic blocks of ~5e-9 were rounded away
+    # against |M|^2 / bw_reg and the factorization had exact zero pivots; the gradients came
+    # back as 0 with a "residual inf" warning (seed 612: FD 14.43). The blocks are raised
+    # until the solve converges.
+    from test_solver import _random_mixed_problem
+
+    P = _random_mixed_problem(seed)
+    assert P.H.nnz == 0
+    r = sparseqp.solve(P, eps_abs=1e-11)
+    assert r.status == Status.SOLVED_CLOSEST_FEASIBLE
+    v = np.random.default_rng(seed).standard_normal(P.n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        G = r.vjp(dx=v)
+    assert G.info["residual"] <= 1e-6
+    d = np.random.default_rng(3).standard_normal(P.n_eq)
+    h = 1e-5
+
+    def loss(b):
+        return v @ sparseqp.solve(P.H, P.g, P.A, b, P.C, P.l, P.u, eps_abs=1e-11).x
+
+    fd = (loss(P.b + h * d) - loss(P.b - h * d)) / (2 * h)
+    assert abs(G.b @ d - fd) <= 1e-5 * max(1.0, abs(fd)), (G.b @ d, fd)
