@@ -48,7 +48,9 @@ kernel: :meth:`~sparseqp.kkt.KKTSystem.many_solves`).
 Closest-feasible points use one numeric refactorization per linearization (kept for later
 vjp/jvp calls, redone when another solve replaced it), of K_mu = [H + bw_reg I, M'; M, -mu I]
 (unscaled; mu = ``bw_closest_eps`` relative to the largest row scaling, raised until the
-smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every digit at 1e-14). GMRES
+smallest scaled block is 1e-11: LDL' of blocks 1e6 apart lost every digit at 1e-14; and 100x
+at a time, up to 1e-2, while one solve with the factors has a backward error above 1e-12: with
+H singular the x-pivots are only bw_reg and small blocks are rounded away). GMRES
 with it solves the K0 systems (K_mu^{-1} keeps y in range(M), a proximal
 point iteration on the multipliers) and the projections (correction -(H + bw_reg I) on the
 variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
@@ -85,7 +87,9 @@ _WARN_RESIDUAL = 1e-6
 # block of 5e-15 lost every digit, 5e-13 was still exact), at most _LIMIT_MU_MAX.
 _LIMIT_BLOCK_MIN = 1e-11
 _LIMIT_MU_MAX = 1e-4
-_LIMIT_BOOST = 100.0  # mu's factor per retry after a failed solve (_raise_limit_mu)
+_LIMIT_BOOST = 100.0  # mu's factor per refactorization when the factors are unsound ...
+_LIMIT_BACKWARD_ERR = 1e-12  # ... i.e. one solve's backward error is above this, up to
+_LIMIT_MU_SOUND_MAX = 1e-2  # (random mixed seed 30, an LP: sound from 1e-3 on)
 
 
 class DerivativeError(ValueError):
@@ -173,11 +177,8 @@ class Linearization:
         self.n_fact = 0
         self._fallback = False
         self._corr, self._corr_of = None, None
-        # closest-feasible: the factorization of K_mu (see _solve_closest), its mu, and the
-        # factor by which failed solves raised it (_raise_limit_mu)
+        # closest-feasible: the factorization of K_mu (see _solve_closest)
         self._limit_fact_id = None
-        self._limit_mu = 0.0
-        self._limit_boost = 1.0
         # the last exact projection onto range(M) (the arrays drop_shift_component returned)
         self._projected = None
         # work of projections not yet reported (added to the next solve's info)
@@ -305,26 +306,17 @@ class Linearization:
         info = self._take_pending()
         if _kernels.norm2(rhs) == 0.0:
             return np.zeros_like(rhs), info
-        rhs0 = rhs
-        while True:
-            # one attempt: its residual is the one reported, the work of all of them counts
-            att = _info(self._prepare_limit())
-            rhs = rhs0
-            if not y_in_range and np.any(rhs[n:]):
-                rhs = rhs.copy()
-                rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
-                att = _merge_info(att, _info(0, n_p, res_p))
-                if _kernels.norm2(rhs) == 0.0:
-                    return np.zeros_like(rhs), _merge_info(info, att)
-            # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible
-            # tolerance)
-            u, n_ref, res = self._refined(self._correction(), self._residual, rhs,
-                                          st.bw_tol)
-            att = _merge_info(att, _info(0, n_ref, res))
-            if att["residual"] <= _WARN_RESIDUAL or not self._raise_limit_mu():
-                info = _merge_info(info, att)
-                break
-            info = _merge_info(info, dict(att, residual=0.0))
+        info = _merge_info(info, _info(self._prepare_limit()))
+        if not y_in_range and np.any(rhs[n:]):
+            rhs = rhs.copy()
+            rhs[n:], n_p, res_p = self._project_scaled(rhs[n:])
+            info = _merge_info(info, _info(0, n_p, res_p))
+            if _kernels.norm2(rhs) == 0.0:
+                return np.zeros_like(rhs), info
+        # (K0 on a consistent right-hand side: no 1/eps amplification, the feasible tolerance)
+        u, n_ref, res = self._refined(self._correction(), self._residual, rhs,
+                                      st.bw_tol)
+        info = _merge_info(info, _info(0, n_ref, res))
         if info["residual"] > _WARN_RESIDUAL:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {info['residual']:.1e} only: "
@@ -345,30 +337,45 @@ class Linearization:
         act = self.active != 0
         wmin = min(np.min(self.w_eq, initial=1.0), np.min(self.w_in[act], initial=1.0))
         mu = min(max(_LIMIT_MU_MAX, self.st.bw_closest_eps),
-                 max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin) * self._limit_boost)
-        self._mu_lim_eq = mu * self.w_eq
-        # inactive rows: decoupled (zero row), any positive pivot
-        self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
-        kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
+                 max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin))
+        mu_max = max(_LIMIT_MU_SOUND_MAX, mu)
+        n_fact = 0
+        while True:
+            self._mu_lim_eq = mu * self.w_eq
+            # inactive rows: decoupled (zero row), any positive pivot
+            self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
+            kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
+            n_fact += 1
+            if mu >= mu_max or self._limit_factors_sound():
+                break
+            mu = min(mu_max, _LIMIT_BOOST * mu)
         self._limit_fact_id = kkt.fact_id
-        self._limit_mu = mu
-        self.n_fact += 1
-        return 1
+        self.n_fact += n_fact
+        return n_fact
 
-    def _raise_limit_mu(self):
-        """After a failed solve: 100x larger elastic blocks for the next factorization of K_mu,
-        unless they are at _LIMIT_MU_MAX already (then False). With H singular the x-pivots are
-        only bw_reg, the eliminated constraint rows carry |M|^2 / bw_reg, and elastic blocks
-        below eps times that are rounded away: dependent active rows then give exact zero
-        pivots (random mixed seed 612, an LP: 53 zero pivots with blocks of 5e-9, gradients
-        returned as 0 with a warning where the finite difference is 14.4; blocks of 5e-7 give
-        14.4 to 8 digits)."""
-        mu_max = max(_LIMIT_MU_MAX, self.st.bw_closest_eps)
-        if self._limit_mu >= mu_max:
+    def _limit_factors_sound(self):
+        """One solve with K_mu's factors has a normwise backward error
+        |r - K u| / (|K|_F |u| + |r|) of at most _LIMIT_BACKWARD_ERR (random r).
+
+        With H singular the x-pivots are only bw_reg, the eliminated constraint rows carry
+        |M|^2 / bw_reg, and elastic blocks below eps times that are rounded away: dependent
+        active rows then give zero pivots (random mixed seed 612, an LP: 53 exact zeros with
+        blocks of 5e-9; the gradients came back as 0 with a warning where the finite
+        difference is 14.4) or factors that no longer solve K_mu (seed 6: backward error
+        2e-9, where sound factors give ~1e-15 even on badly scaled rows; its projections onto
+        range(M) ended at residual 1.8, the gradient 2.3x off). Larger blocks cure both (the
+        gradients of seeds 6 and 612 to 8 digits); the relative residual of the solve would
+        not tell (1e-4 on sound but ill-conditioned factors of badly scaled rows)."""
+        kkt = self.kkt
+        r = np.random.default_rng(0).standard_normal(kkt.N)
+        u = kkt.many_solves()(r)
+        if not _krylov.all_finite(u):
             return False
-        self._limit_boost *= _LIMIT_BOOST
-        self._limit_fact_id = None
-        return True
+        out = np.empty(kkt.N)
+        res = kkt.residual(u, r, np.zeros(kkt.N), out)
+        norm_k = np.sqrt(2.0) * _kernels.norm2(kkt.K.data)   # bounds |K|_F (upper triangle)
+        return res <= _LIMIT_BACKWARD_ERR * (norm_k * _kernels.norm2(u) + _kernels.norm2(r))
+
 
     def _hx_corr(self, u):
         """-((H + bw_reg I) u_x, 0): the projection target [0, M'; M, -mu W] minus K_mu."""
