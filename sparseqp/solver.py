@@ -181,7 +181,7 @@ class ProxALM:
         # W columns of _lowrank_precond, valid for the factorization numbered _lr_fact
         self._lr_fact, self._lr_cols = None, {}
         self._lr_off = None             # the mu_in array on which it failed
-        self._long_steps = False        # see _inner
+        self._long_steps = False        # see _longer_step
 
     # ---------------------------------------------------------------------------------------
     # residuals
@@ -481,9 +481,9 @@ class ProxALM:
     def _longer_step(self, x, dx, alpha, gnorm, xe, ye, ze, rho, mu_eq, mu_in):
         """A step past the exact one along dx, or (None, alpha, None).
 
-        Far from the solution (a cold run at its starting penalties), the exact
-        line search stops where the merit's slope first vanishes, typically just as a batch of
-        rows enters the active set; the rows beyond it enter one short Newton step, and one
+        Far from the solution (a cold run at its starting penalties), the exact line search
+        stops where the merit's slope first vanishes, typically just as a batch of rows enters
+        the active set; the rows beyond it enter one short Newton step, and one
         refactorization, at a time (random n = 20,000: 54 factorizations, most of them there).
         A step a little past it, while the merit still decreases by the Armijo condition, takes
         some of them in at once. It is kept only when the inner gradient there grows by at most
