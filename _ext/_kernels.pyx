@@ -712,6 +712,10 @@ cdef class Workspace:
     # scratch of the line search and the reduced matvec
     cdef double[::1] hd, t_eq, t_in, tn
     cdef Breakpoint* bps
+    # the last line search's w = Cx + mu_in ze, cd = C dx, smooth slope and curvature and
+    # slope at 0+ (see longest_armijo_step)
+    cdef double[::1] ls_w, ls_cd
+    cdef double ls_lin, ls_quad, ls_d0
 
     def __cinit__(self):
         self.bps = NULL
@@ -733,6 +737,8 @@ cdef class Workspace:
         self.act = self.active
         self.hx, self.sm, self.gr = self.Hx, self.smooth, self.grad
         self.hd, self.t_eq, self.t_in, self.tn = np.zeros(n), np.zeros(m), np.zeros(p), np.zeros(n)
+        self.ls_w, self.ls_cd = np.zeros(p), np.zeros(p)
+        self.ls_lin = self.ls_quad = self.ls_d0 = NAN
         self.bps = <Breakpoint*> malloc((2 * p + 1) * sizeof(Breakpoint))
         if self.bps == NULL:
             raise MemoryError()
@@ -816,16 +822,49 @@ cdef class Workspace:
                     wy += s * self.yv[i]
                 quad += wq
                 lin += wy
+            self.ls_lin, self.ls_quad = lin, quad
             if p:
-                # w = Cx + mu_in ze and cd = C dx, one row at a time
+                # w = Cx + mu_in ze and cd = C dx, one row at a time (kept for
+                # longest_armijo_step)
                 d0, s = lin, quad
                 for i in range(p):
-                    _ls_row(self.cx[i] + mu_in[i] * ze[i], _row_dot(self.Cp, self.Ci, self.Cv, i, dx),
-                            self.l[i], self.u[i], mu_in[i], &d0, &s, self.bps, &nb)
+                    self.ls_w[i] = self.cx[i] + mu_in[i] * ze[i]
+                    self.ls_cd[i] = _row_dot(self.Cp, self.Ci, self.Cv, i, dx)
+                    _ls_row(self.ls_w[i], self.ls_cd[i], self.l[i], self.u[i], mu_in[i], &d0,
+                            &s, self.bps, &nb)
+                self.ls_d0 = d0
                 alpha = _ls_search(d0, &s, self.bps, nb)
             else:
+                self.ls_d0 = lin
                 alpha = -lin / quad if (lin < 0 and quad > 0) else NAN
         return alpha, dHd, dd
+
+    cdef double _merit_change(self, double t, const double[::1] mu_in) noexcept nogil:
+        # phi(x + t dx) - phi(x) along the direction of the last line_search (mu_in as there)
+        cdef Py_ssize_t i
+        cdef double v = self.ls_lin * t + 0.5 * self.ls_quad * t * t, s = 0.0, w, r0, r1, l, u
+        for i in range(self.p):
+            if self.ls_cd[i] == 0.0:
+                continue
+            w, l, u = self.ls_w[i], self.l[i], self.u[i]
+            r0 = w - u if w > u else (w - l if w < l else 0.0)
+            w = w + t * self.ls_cd[i]
+            r1 = w - u if w > u else (w - l if w < l else 0.0)
+            s += (r1 - r0) * (r1 + r0) / mu_in[i]
+        return v + 0.5 * s
+
+    def longest_armijo_step(self, double alpha, double sigma, const double[::1] mu_in):
+        """The largest t in 1, 1/2, 1/4, ... above ``alpha`` (the exact step of the last
+        :meth:`line_search`) with the sufficient decrease phi(x + t dx) - phi(x) <=
+        sigma t phi'(0+); ``alpha`` when none has it."""
+        cdef double t = 1.0, out = alpha
+        with nogil:
+            while t > alpha:
+                if self._merit_change(t, mu_in) <= sigma * t * self.ls_d0:
+                    out = t
+                    break
+                t *= 0.5
+        return out
 
     cdef void _matvec(self, const double[::1] v, double rho, const double[::1] mu_eq,
                       const double[::1] mu_in, const signed char[::1] active,

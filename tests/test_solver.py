@@ -873,20 +873,23 @@ def test_duality_gap_stall_is_polished_to_the_optimum():
 
 
 def test_gap_stall_without_polish_is_solved_inaccurate(monkeypatch):
-    # The convex regression's gap stalls above 1e-6 with the residuals met (see above). With
-    # the polish switched off, the status must say the objective is inaccurate (it was SOLVED
-    # with the gap in the message), still return the point, and differentiate it.
+    # A convex regression whose gap stalls above 1e-6 with the residuals met (see above; at
+    # n = 1,000 the cold solve's longer first steps now avoid the stall). With the polish
+    # switched off, the status must say the objective is inaccurate (it was SOLVED with the
+    # gap in the message), still return the point, and differentiate it.
     from sparseqp import solver as solver_mod
 
+    P = _convex_regression(1500)
+    ref = sparseqp.solve(P, eps_abs=1e-6)
+    assert ref.status == Status.SOLVED
     monkeypatch.setattr(solver_mod.ProxALM, "_polish", lambda self, *a: (False, None))
-    P = _convex_regression(1000)
     r = sparseqp.solve(P, eps_abs=1e-6)
     assert r.status == Status.SOLVED_INACCURATE, (r.status, r.message)
     assert r.success and "duality gap" in r.message, r.message
     assert r.prim_res <= 1e-6 and r.dual_res <= 1e-6
     gap, _ = _gap(P, r)
     assert gap > 1e-6
-    assert abs(r.fun - (-57.16753617)) > 1e-8 * 57.2    # the reason for the status
+    assert abs(r.fun - ref.fun) > 1e-6 * abs(ref.fun)    # the reason for the status
     assert np.all(r.s_in == 0)
     grads = r.vjp(dx=np.ones(P.n))
     assert np.all(np.isfinite(grads.g))
@@ -1060,6 +1063,23 @@ def test_warm_update_does_not_spin_at_a_weakly_active_kink():
     assert warm.n_symbolic == 0
 
 
+@pytest.mark.parametrize("cls, bound", [("box", dict(n_factorizations=32)),
+                                        ("random", dict(n_newton=45))])
+def test_cold_first_outer_iteration_takes_longer_steps(cls, bound):
+    """Cold solves of the benchmark classes (n = 3000, seed 0): in the first outer iterations
+    the exact line search stopped where a batch of rows entered, one refactorization per
+    batch; steps past it (Armijo decrease, bounded gradient growth) take several batches at
+    once. Before: box 40 factorizations, random 57 Newton steps."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES[cls](3000, 0)
+    r = sparseqp.solve(P.H, P.g, P.A, P.b, P.C, P.l, P.u, eps_abs=1e-6, eps_rel=0)
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P, 1e-6, what=cls)
+    for name, most in bound.items():
+        assert getattr(r, name) <= most, (name, getattr(r, name))
+
+
 def test_update_g_keeps_scaling_and_factorization():
     """A new g of the same magnitude keeps the Ruiz/cost scaling, hence the KKT values: the
     warm re-solve starts on the previous factorization (an MPC loop whose reference moves)."""
@@ -1109,7 +1129,10 @@ def test_update_rescaled_rows_warm_starts_from_the_previous_solution():
     cold = sparseqp.solve(P.H, P.g, **new, **kw)
     assert r1.status == cold.status == Status.SOLVED
     np.testing.assert_allclose(r1.x, r0.x, rtol=0, atol=1e-6 * (1 + np.abs(r0.x).max()))
-    # the bug: 31 Newton steps and 12 factorizations against the cold solve's 37 and 14
+    # the bug: 31 Newton steps and 12 factorizations against the cold solve's 37 and 14. The
+    # Newton steps are held to the bug's count, not the cold solve's: the longer steps of a
+    # cold solve (solver._longer_step) took that from 32 to 25, the warm re-solve (which does
+    # not use them) takes 17-20.
     assert r1.n_factorizations <= 0.3 * cold.n_factorizations, (r1.n_factorizations,
                                                                  cold.n_factorizations)
-    assert r1.n_newton < 0.7 * cold.n_newton, (r1.n_newton, cold.n_newton)
+    assert r1.n_newton < 0.7 * 31, (r1.n_newton, cold.n_newton)
