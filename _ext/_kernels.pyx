@@ -621,25 +621,6 @@ def axpy(double alpha, const double[::1] x, double[::1] y):
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradients on a sparsity pattern
-# ---------------------------------------------------------------------------------------------
-
-def outer_on_pattern(const index_t[::1] indptr, const index_t[::1] indices,
-                     const double[::1] a, const double[::1] b,
-                     const double[::1] c, const double[::1] d, double[::1] out):
-    """out_k = a_i b_j + c_i d_j for each stored entry k = (i, j) of a CSC matrix.
-
-    The gradient of a sparse matrix parameter restricted to its pattern: nothing dense is made.
-    """
-    cdef Py_ssize_t j, k, i, ncol = indptr.shape[0] - 1
-    with nogil:
-        for j in range(ncol):
-            for k in range(indptr[j], indptr[j + 1]):
-                i = indices[k]
-                out[k] = a[i] * b[j] + c[i] * d[j]
-
-
-# ---------------------------------------------------------------------------------------------
 # Sparse products into caller buffers, and the fused steps of the ProxALM inner loop
 # ---------------------------------------------------------------------------------------------
 # At n in the hundreds to thousands one scipy sparse product costs ~6 us of dispatch for well
