@@ -235,24 +235,28 @@ class ProxALM:
         own shift, the rest of the stopping tests: x satisfies those constraints exactly, the
         caller checked the dual residual and the shift's optimality; here complementarity
         and the duality gap on the shifted bounds."""
-        sc = self.sc
-        s_eq = Ax - sc.b if sc.m else np.zeros(0)
-        s_in = np.empty(sc.p)
-        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
-        sh = sc.shifted(s_eq, s_in)
+        sh = self.sc.shifted(*self._shifts(Ax, Cx))
         if self._complementarity(z, Cx, sh) > tol_p:
             return False
         return not self.st.check_duality_gap or self._gap_met(*self._duality_gap(x, y, z, sh))
 
+    def _shifts(self, Ax, Cx):
+        """(s_eq, s_in) = (A x - b, C x - proj_[l,u](C x)) of the point with these products
+        (scaled)."""
+        sc = self.sc
+        s_eq = Ax - sc.b if sc.m else np.zeros(0)
+        s_in = np.empty(sc.p)
+        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+        return s_eq, s_in
+
     def _shift_residual(self, Ax, Cx):
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
         sc = self.sc
+        s_eq, s_in = self._shifts(Ax, Cx)
         v = np.zeros(sc.n)
         if sc.m:
-            v += sc.At @ ((Ax - sc.b) / sc.E ** 2)
+            v += sc.At @ (s_eq / sc.E ** 2)
         if sc.p:
-            s_in = np.empty(sc.p)
-            _kernels.box_violation(Cx, sc.l, sc.u, s_in)
             v += sc.Ct @ (s_in / sc.F ** 2)
         return float(np.max(np.abs(v / sc.D))) if sc.n else 0.0
 
@@ -587,11 +591,9 @@ class ProxALM:
         (scaled) satisfies A'dy + C'dz = 0 and b'dy + u'[dz]_+ - l'[dz]_- < 0: the direction the
         ALM multipliers move in, computed without subtracting two huge multipliers.
         """
-        sc = self.sc
-        dy = (Ax - sc.b) / mu_eq if sc.m else np.zeros(0)
-        s_in = np.empty(sc.p)
-        _kernels.box_violation(Cx, sc.l, sc.u, s_in)
-        dz = s_in / mu_in if sc.p else s_in
+        s_eq, s_in = self._shifts(Ax, Cx)
+        dy = s_eq / mu_eq if self.sc.m else s_eq
+        dz = s_in / mu_in if self.sc.p else s_in
         return self._primal_certificate(dy, dz, x)
 
     def _dual_certificate(self, dx_s):
@@ -1030,9 +1032,7 @@ class ProxALM:
         (its message, e.g. a duality gap short of its tolerance)."""
         sc = self.sc
         for _ in range(3):
-            s_eq = Ax - sc.b if sc.m else np.zeros(0)
-            s_in = np.empty(sc.p)
-            _kernels.box_violation(Cx, sc.l, sc.u, s_in)
+            s_eq, s_in = self._shifts(Ax, Cx)
             # the nested solves share this run's iteration budget (nit never exceeds max_iter)
             budget = self.st.max_iter - self.nit
             if budget < 1:
@@ -1065,9 +1065,8 @@ class ProxALM:
                 tol_p = self.st.eps_abs + self.st.eps_rel * ps
                 if rp <= tol_p:
                     return st, state, info  # the shift vanished: it was consistent
-                s_new = np.empty(sc.p)
-                _kernels.box_violation(Cx, sc.l, sc.u, s_new)
-                if _kernels.scaled_inf_norm(s_new - s_in, sc.F, True) > tol_p:
+                if _kernels.scaled_inf_norm(self._shifts(Ax, Cx)[1] - s_in, sc.F,
+                                            True) > tol_p:
                     # Solved to tolerance, but a row slid inside its widened box: the shift
                     # of the point (the one reported) moved by more than the tolerance from
                     # the optimal one (random mixed seed 9996: a row with l = u and
