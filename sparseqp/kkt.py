@@ -197,7 +197,6 @@ class KKTSystem:
         self.mu_eq = None
         self.mu_in = None
         self.fact_id = 0
-        self.solves_per_factorization = 0.0
         self.nnz_L = None
         # (fact_id, solve function) of the copied factors, see many_solves
         self._copied = None
@@ -279,17 +278,21 @@ class KKTSystem:
     def inertia_ok(self) -> bool:
         """True when the factorization has exactly m + p negative pivots (quasi-definite).
 
-        Also records ``solves_per_factorization``: the flop ratio of one numeric factorization
-        (sum of squared column counts of L) to one solve (4 nnz(L) + N), a deterministic cost
-        model for choosing between a refactorization and PCG steps on the stale factors."""
+        Also records the flops of one numeric factorization (sum of squared column counts of L)
+        and of one solve (4 nnz(L) + N), a deterministic cost model for choosing between a
+        refactorization and PCG steps on the stale factors."""
         L, d, _ = self.solver.factors()
         self.nnz_L = L.nnz      # fixed by the symbolic analysis
         counts = np.diff(L.indptr).astype(np.float64)
         fact_flops = float(np.sum(counts * counts)) + L.nnz
         solve_flops = 4.0 * L.nnz + self.N
-        self.solves_per_factorization = fact_flops / max(solve_flops, 1.0)
         self.fact_flops, self.solve_flops = fact_flops, solve_flops
         return int(np.count_nonzero(d < 0)) == self.m + self.p
+
+    @property
+    def solves_per_factorization(self) -> float:
+        """Flops of one factorization over one solve's (0 before :meth:`inertia_ok`)."""
+        return self.fact_flops / max(self.solve_flops, 1.0)
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         return self.solver.solve(rhs)
