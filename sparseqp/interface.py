@@ -283,6 +283,15 @@ def _check_convexity(H):
             i = int(np.argmin(d))
             raise ValueError(f"H is not positive semidefinite: H[{i},{i}] = {d[i]!r} < 0")
         return
+    # Gershgorin: a diagonal that dominates its column's off-diagonal mass cannot hide a
+    # negative eigenvalue (portfolio, lasso and MPC costs: the factorization is skipped)
+    d = H.diagonal()
+    absd = np.abs(d)
+    n = H.shape[0]
+    cols = np.repeat(np.arange(n), np.diff(H.indptr))
+    col_mass = np.bincount(cols, weights=np.abs(H.data), minlength=n) - absd
+    if np.all(d >= col_mass):
+        return
     Hu = sp.csc_matrix((ux, ui, up), shape=H.shape)
     try:
         D = qdldl.Solver(Hu, upper=True).factors()[1]

@@ -90,6 +90,14 @@ class ScaledProblem:
         # shared by copies with other b, l, u: the KKT values only depend on H, A, C
         self.values_key = object()
 
+    @functools.cached_property
+    def curved(self) -> bool:
+        """Whether every diagonal entry of H is positive (curvature along every coordinate)."""
+        ptr, idx, val = self.h_csc
+        cols = np.repeat(np.arange(self.n), np.diff(ptr))
+        on_diag = idx == cols
+        return int(np.count_nonzero(val[on_diag] > 0)) == self.n
+
     # scipy views of the scaled matrices (same arrays), for the less frequent paths
     @functools.cached_property
     def H(self):

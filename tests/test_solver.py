@@ -756,6 +756,20 @@ def test_nonconvex_unconstrained_never_solved(n):
     assert not r.success
 
 
+def test_convexity_check_on_diagonally_dominant_costs():
+    """The Gershgorin shortcut of the convexity check accepts a singular but PSD Laplacian and
+    still rejects a cost whose diagonal misses dominance by a little and has a negative
+    eigenvalue (the factorization decides that one)."""
+    from sparseqp.interface import _check_convexity
+    n = 30
+    lap = sp.diags([-np.ones(n - 1), 2.0 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1]).tolil()
+    lap[0, 0] = lap[n - 1, n - 1] = 1.0     # singular: eigenvalue 0, exactly dominant
+    _check_convexity(sp.csc_matrix(lap))
+    bad = sp.csc_matrix(np.array([[1.0, 1.01], [1.01, 1.0]]))   # eigenvalue -0.01
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        _check_convexity(bad)
+
+
 # ----------------------------------------------------------------------------------------------
 # duality gap
 # ----------------------------------------------------------------------------------------------
