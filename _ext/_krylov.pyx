@@ -177,7 +177,7 @@ cdef inline bint _finite(double x) noexcept nogil:
 
 
 def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
-          Py_ssize_t restart, double[:, ::1] Q):
+          Py_ssize_t restart, double[:, ::1] Q, Py_ssize_t patience=3):
     """Restarted right-preconditioned GMRES for ``(K_reg + C) u = rhs`` given
     ``solve(v) = K_reg^{-1} v`` (see :func:`sparseqp.refine.gmres_refine`, which documents the
     arguments and owns the workspace ``Q``, at least (restart + 1, N)).
@@ -191,6 +191,9 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
     vectors are C times solves), so the basis is kept on those rows only (compressed: in the
     derivatives the inactive constraint rows, 3,152 of 8,540 on the n = 3,205 MPC, are left
     out of every Gram-Schmidt sweep) and scattered into a full vector for each solve.
+
+    ``patience``: steps in a row without halving the residual after which it stops (an
+    inconsistent singular system); a correction of rank k may hold it for about k steps.
 
     Returns (u, n_solves).
     """
@@ -281,7 +284,7 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
             # an inconsistent singular system: the residual stops falling
             slow = slow + 1 if res > 0.5 * prev else 0
             prev = res
-            if res <= thresh or hn <= 1e-14 or slow >= 3 or n_solves >= max_solves:
+            if res <= thresh or hn <= 1e-14 or slow >= patience or n_solves >= max_solves:
                 break
         if k_used == 0:
             break
@@ -298,7 +301,7 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
                 for i in range(ns):
                     dv[i] += s * Q[j, i]
                 _axpy(s, zp[j], &u[0], N)
-        if slow >= 3:
+        if slow >= patience:
             break
     return np.asarray(u), n_solves
 

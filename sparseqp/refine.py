@@ -46,7 +46,7 @@ def _workspace(rows, N):
     return ws
 
 
-def gmres_refine(solve, corr, rhs, tol, max_solves):
+def gmres_refine(solve, corr, rhs, tol, max_solves, patience=3):
     """Approximately solve ``(K_reg + C) u = rhs`` given ``solve(v) = K_reg^{-1} v``.
 
     Parameters
@@ -63,6 +63,9 @@ def gmres_refine(solve, corr, rhs, tol, max_solves):
         Stop when the (recurrence) residual is at most ``tol * |rhs|``.
     max_solves : int
         At most this many calls of ``solve`` (at least 1).
+    patience : int
+        Stop after this many steps in a row without halving the residual (an inconsistent
+        singular system); a non-diagonal correction of rank k may hold it for ~k steps.
 
     Returns
     -------
@@ -75,4 +78,4 @@ def gmres_refine(solve, corr, rhs, tol, max_solves):
         corr = np.ascontiguousarray(corr, dtype=np.float64)
     restart = int(max(1, min(_MAX_RESTART, _KRYLOV_BYTES // (16 * max(N, 1)))))
     return _krylov.gmres(solve, corr, rhs, float(tol), int(max_solves), restart,
-                         _workspace(restart, N))
+                         _workspace(restart, N), int(patience))

@@ -1112,6 +1112,49 @@ def test_update_g_keeps_scaling_and_factorization():
     assert r.n_factorizations == 0 and r.n_symbolic == 0
 
 
+@pytest.mark.parametrize("cls, n", [("equality", 600), ("random", 600), ("box", 600),
+                                    ("mpc", 600), ("portfolio", 600), ("lasso", 600)])
+def test_update_small_change_is_finished_by_the_krylov_polish(cls, n):
+    """After a small change of g the active set barely moves: the warm re-solve solves the
+    equality QP of the identified set by GMRES on the kept (or one new) factorization in one
+    iteration instead of several outer iterations. The result must be a KKT point of the new
+    problem at the tolerance, with the cold solve's objective."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES[cls](n)
+    kw = dict(eps_abs=1e-7, eps_rel=0)
+    s = sparseqp.Solver(P.H, P.g, P.A, P.b, P.C, P.l, P.u, **kw)
+    s.solve()
+    rng = np.random.default_rng(1)
+    g = P.g + 1e-3 * max(1.0, np.abs(P.g).max()) * rng.standard_normal(P.n)
+    s.update(g=g)
+    r = s.solve()
+    P2 = Problem(H=P.H, g=g, A=P.A, b=P.b, C=P.C, l=P.l, u=P.u)
+    cold = sparseqp.solve(P2, **kw)
+    assert r.status == cold.status == Status.SOLVED
+    assert_kkt(r, P2, 1e-7)
+    assert abs(r.fun - cold.fun) <= 1e-7 * max(1.0, abs(cold.fun))
+    assert r.nit == 1 and r.n_factorizations <= 1, (r.nit, r.n_factorizations)
+
+
+def test_update_large_change_falls_back_from_the_krylov_polish():
+    """A change that moves many bounds: the polish gives up (more rows than it corrects) and
+    the ALM finishes; still a KKT point."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES["box"](500)
+    kw = dict(eps_abs=1e-7, eps_rel=0)
+    s = sparseqp.Solver(P.H, P.g, P.A, P.b, P.C, P.l, P.u, **kw)
+    s.solve()
+    g = -P.g
+    s.update(g=g)
+    r = s.solve()
+    P2 = Problem(H=P.H, g=g, A=P.A, b=P.b, C=P.C, l=P.l, u=P.u)
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P2, 1e-7)
+    assert r.nit > 1
+
+
 def test_update_g_by_orders_of_magnitude_rescales():
     from sparseqp.problems import PROBLEM_CLASSES
 
