@@ -40,6 +40,9 @@ class Result(dict):
         re-solve of a problem whose pattern was already analysed).
     n_pcg : int
         Preconditioned CG iterations (Newton steps taken with a stale factorization).
+    n_polish_solves : int
+        Solves spent by the Krylov polish (GMRES on the equality QP of the identified active
+        set, preconditioned by the factorization at hand; warm starts and settled cold runs).
     prim_res, dual_res : float
         Unscaled residuals (infinity norms) at the returned point.
     shift_res : float

@@ -93,6 +93,10 @@ _KRYLOV_POLISH_ROWS = 4
 _KRYLOV_POLISH_TOL = 1e-10
 _KRYLOV_POLISH_SOLVES = 12
 _KRYLOV_POLISH_ROUNDS = 3
+# ... and of a cold run: at most this many tries, each on a new factorization, whenever z's
+# signs are those of the previous outer iteration (also tried: only once both residuals were
+# within 1e3 of their tolerances: equality 5k 3 factorizations instead of 1, lasso 5k 11 as now)
+_KRYLOV_COLD_TRIES = 3
 _LONG_STEP_GROWTH = 2.0
 # Full steps of a cold start's first inner solve (see _inner) are kept while the rows that
 # change at their end shrink at least this much per step
@@ -718,6 +722,7 @@ class ProxALM:
                 self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, self.kkt.active)
                 state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
                 return Status.SOLVED, state, info
+        sign_prev, krylov_tries, krylov_fact = None, 0, None
         Ax, Cx = self._ws.constraint_products(x)
         # longer steps (see _longer_step) only while a cold run is at its starting penalties:
         # a warm start (penalties carried over) is near its solution, where they only cost
@@ -745,6 +750,23 @@ class ProxALM:
                          float(np.min(mu_in, initial=np.inf)), rho,
                          int(np.count_nonzero(self._active)), self.kkt.n_factorizations)
             resid_ok = rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p
+            sign_now = np.sign(z).astype(np.int8)
+            if (not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
+                    and sign_prev is not None and np.array_equal(sign_now, sign_prev)
+                    and self.kkt.fact_id != krylov_fact
+                    and not (resid_ok and (not st.check_duality_gap
+                                           or self._gap_met(*self._duality_gap(x, y, z))))):
+                # a settled active set: its equality QP may finish the run (the ALM needs an
+                # outer iteration per digit or so, and a factorization per penalty change)
+                krylov_tries += 1
+                krylov_fact = self.kkt.fact_id
+                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=False)
+                if ok:
+                    x, y, z = cand
+                    self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, self.kkt.active)
+                    status = Status.SOLVED
+                    break
+            sign_prev = sign_now
             if resid_ok:
                 if not st.check_duality_gap:
                     status = Status.SOLVED
@@ -1012,7 +1034,7 @@ class ProxALM:
                 return False, last
         return False, last
 
-    def _krylov_polish(self, x, y, z, tol_p, tol_d):
+    def _krylov_polish(self, x, y, z, tol_p, tol_d, refactorize=True):
         """Solve the equality-constrained QP of the active set that z identifies by GMRES,
         preconditioned by the factorization at hand, and correct that set for a few rounds;
         (True, scaled (x, y, z)) when a result meets every stopping test, else (False, None).
@@ -1044,7 +1066,7 @@ class ProxALM:
             if differ.size > _KRYLOV_POLISH_ROWS:
                 # more rows than GMRES takes in a few steps: one factorization of J's matrix
                 # at the same penalties (then only the diagonal differs)
-                if refactorized:
+                if refactorized or not refactorize:
                     return False, None
                 kkt.factorize(kkt.rho, kkt.mu_eq, kkt.mu_in, sign)
                 refactorized = True
@@ -1208,6 +1230,7 @@ class ProxALM:
             st, state, info = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
             self.n_newton += sub.n_newton
             self.n_pcg += sub.n_pcg
+            self.n_polish_solves += sub.n_polish_solves
             self.nit += sub.nit
             self._nit_nested += sub.nit
             if st.feasible_solution:
