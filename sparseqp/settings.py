@@ -69,6 +69,12 @@ class Settings:
         Relative tolerance of the primal / dual infeasibility certificates.
     check_symmetric : bool
         Reject a visibly non-symmetric H with a ValueError.
+    active_set_polish : bool
+        Solve the equality QP of the active set that the iterates identify (GMRES on the
+        factorization at hand; primal-dual active-set rounds) where that can end the run early:
+        after a cold start's first outer iteration, once z's signs settle, and at a warm start.
+        Accepted only when it passes every stopping test. Default True; False runs the ALM
+        alone.
     pcg_max_iter : int
         Maximum preconditioned-CG iterations used to take a Newton step with the stale
         factorization after an active-set change (0: always refactorize).
@@ -106,6 +112,7 @@ class Settings:
     ruiz_iter: int = 10
     eps_infeas: float = 1e-6
     check_symmetric: bool = True
+    active_set_polish: bool = True
     pcg_max_iter: int = 40
     bw_tol: float = 1e-11
     bw_reg: float = 1e-9

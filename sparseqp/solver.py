@@ -97,6 +97,9 @@ _KRYLOV_POLISH_ROUNDS = 3
 # signs are those of the previous outer iteration (also tried: only once both residuals were
 # within 1e3 of their tolerances: equality 5k 3 factorizations instead of 1, lasso 5k 11 as now)
 _KRYLOV_COLD_TRIES = 3
+_PDAS_ROUNDS = 12
+_PDAS_MU_FACTOR = 10.0
+_PDAS_SHRINK = 0.9
 _LONG_STEP_GROWTH = 2.0
 # Full steps of a cold start's first inner solve (see _inner) are kept while the rows that
 # change at their end shrink at least this much per step
@@ -186,6 +189,7 @@ class ProxALM:
         self.n_newton = 0
         self.n_full_steps = 0           # full steps of the cold start (see _inner)
         self.n_polish_solves = 0        # solves of _krylov_polish
+        self.n_pdas = 0
         self.n_pcg = 0
         self.nit = 0
         self._nit_nested = 0            # outer iterations of shifted re-solves (in nit)
@@ -712,14 +716,16 @@ class ProxALM:
         self._mu_floor = (st.mu_min_eq, st.mu_min_in)
         status = Status.MAX_ITER_REACHED
         info = {}
-        if mu_eq0 is not None and self.allow_closest:
+        polish = st.active_set_polish
+        if polish and mu_eq0 is not None and self.allow_closest:
             # a warm start whose active set is still right: one Krylov solve may finish it
             rp, rd, ps, ds = self._unscaled_residuals(x, y, z, *self._ws.constraint_products(x))
-            ok, cand = self._krylov_polish(x, y, z, eps_abs + eps_rel * ps, eps_abs + eps_rel * ds)
+            ok, cand = self._krylov_polish(x, y, z, eps_abs + eps_rel * ps, eps_abs + eps_rel * ds,
+                                           warm_penalties=(rho, mu_eq, mu_in))
             if ok:
                 x, y, z = cand
                 self.nit = self._nit_nested + 1
-                self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, self.kkt.active)
+                mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
                 state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
                 return Status.SOLVED, state, info
         sign_prev, krylov_tries, krylov_fact = None, 0, None
@@ -751,7 +757,7 @@ class ProxALM:
                          int(np.count_nonzero(self._active)), self.kkt.n_factorizations)
             resid_ok = rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p
             sign_now = np.sign(z).astype(np.int8)
-            if (not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
+            if (polish and not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
                     and sign_prev is not None and np.array_equal(sign_now, sign_prev)
                     and self.kkt.fact_id != krylov_fact
                     and not (resid_ok and (not st.check_duality_gap
@@ -760,10 +766,19 @@ class ProxALM:
                 # outer iteration per digit or so, and a factorization per penalty change)
                 krylov_tries += 1
                 krylov_fact = self.kkt.fact_id
-                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=False)
+                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=0)
                 if ok:
                     x, y, z = cand
-                    self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, self.kkt.active)
+                    mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
+                    status = Status.SOLVED
+                    break
+            if polish and it == 0 and long_steps and not resid_ok:
+                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=_PDAS_ROUNDS,
+                                               rounds=_PDAS_ROUNDS, tight=True)
+                self.n_pdas += 1
+                if ok:
+                    x, y, z = cand
+                    mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
                     status = Status.SOLVED
                     break
             sign_prev = sign_now
@@ -1034,7 +1049,8 @@ class ProxALM:
                 return False, last
         return False, last
 
-    def _krylov_polish(self, x, y, z, tol_p, tol_d, refactorize=True):
+    def _krylov_polish(self, x, y, z, tol_p, tol_d, refactorize=1, rounds=_KRYLOV_POLISH_ROUNDS,
+                       tight=False, warm_penalties=None):
         """Solve the equality-constrained QP of the active set that z identifies by GMRES,
         preconditioned by the factorization at hand, and correct that set for a few rounds;
         (True, scaled (x, y, z)) when a result meets every stopping test, else (False, None).
@@ -1052,24 +1068,36 @@ class ProxALM:
         """
         kkt, sc = self.kkt, self.sc
         n, m, p = sc.n, sc.m, sc.p
+        n_refact = 0
         if kkt.solver is None or kkt.rho is None or kkt.mu_eq is None:
-            return False, None
+            # no factorization of these values (Solver.update of a matrix): one at the warm
+            # start's penalties and active set
+            if warm_penalties is None or not refactorize:
+                return False, None
+            sign0 = np.sign(z).astype(np.int8)
+            self._factorize(*warm_penalties, sign0)
+            n_refact = 1
         solve = kkt.many_solves()
-        refactorized = False
+        changes_prev = math.inf
         on_f = kkt.active != 0
         sign = np.zeros(p, dtype=np.int8)
         sign[z > 0] = 1
         sign[z < 0] = -1
-        for _ in range(_KRYLOV_POLISH_ROUNDS):
+        for _ in range(rounds):
             on_j = sign != 0
             differ = np.flatnonzero(on_j != on_f)
             if differ.size > _KRYLOV_POLISH_ROWS:
                 # more rows than GMRES takes in a few steps: one factorization of J's matrix
                 # at the same penalties (then only the diagonal differs)
-                if refactorized or not refactorize:
+                if n_refact >= refactorize:
                     return False, None
-                kkt.factorize(kkt.rho, kkt.mu_eq, kkt.mu_in, sign)
-                refactorized = True
+                if tight:
+                    st = self.st
+                    kkt.factorize(kkt.rho, np.full(m, st.mu_min_eq * _PDAS_MU_FACTOR),
+                                  np.full(p, st.mu_min_in * _PDAS_MU_FACTOR), sign)
+                else:
+                    kkt.factorize(kkt.rho, kkt.mu_eq, kkt.mu_in, sign)
+                n_refact += 1
                 solve = kkt.many_solves()
                 on_f = on_j
                 differ = differ[:0]
@@ -1113,12 +1141,29 @@ class ProxALM:
                 if (self.st.check_duality_gap
                         and not self._gap_met(*self._duality_gap(x, y, z))):
                     return False, None
+                self._polish_sign = sign
                 return True, (x, y, z)
+            changes = int(np.count_nonzero(wrong | up | lo))
+            if changes > (_PDAS_SHRINK if tight else _FULL_STEP_SHRINK) * changes_prev:
+                return False, None
+            changes_prev = changes
             sign = sign.copy()
             sign[wrong] = 0
             sign[up] = 1
             sign[lo] = -1
         return False, None
+
+    def _at_polish_penalties(self, x, y, z, rho):
+        """After a successful :meth:`_krylov_polish`: the penalties of the factorization it
+        used (the state's, so that a warm start and the derivatives find that factorization
+        matching), and the workspace's buffers at (x, z) under them with the polish's active
+        set J (from the point alone, rows whose multiplier is below rounding would leave it,
+        and the derivatives would refactorize). Returns them."""
+        kkt = self.kkt
+        mu_eq, mu_in = kkt.mu_eq, kkt.mu_in
+        self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, kkt.active)
+        self._active[:] = self._polish_sign
+        return mu_eq, mu_in
 
     @staticmethod
     def _polish_correction(diag, Cd, sgn, zpos, n):

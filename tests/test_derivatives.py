@@ -683,11 +683,16 @@ def test_active_sets_kernel_matches_definition():
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_backward_reuses_forward_factorization(seed):
+    """The backward reuses the forward's last factorization when it is of the solution's
+    active set; when the forward finished on a factorization missing a few rows (the Krylov
+    polish corrects up to 4 by GMRES), it refactorizes once and every later call reuses that."""
     p = well_scaled_qp(seed=seed)
-    r = sparseqp.solve(p.H, p.g, p.A, p.b, p.C, p.l, p.u, eps_abs=1e-10)
+    s = sparseqp.Solver(p.H, p.g, p.A, p.b, p.C, p.l, p.u, eps_abs=1e-10)
+    r = s.solve()
     assert r.status == Status.SOLVED
+    matches = s._kkt.holds(r._forward["fact_id"], s._sc, s._state.active)
     G = r.vjp(dx=np.ones(p.n))
-    assert G.info["n_factorizations"] == 0, G.info
+    assert G.info["n_factorizations"] == (0 if matches else 1), (matches, G.info)
     t = r.jvp(dg=np.ones(p.n))
     assert t.info["n_factorizations"] == 0, t.info
     assert G.info["residual"] < 1e-9

@@ -527,7 +527,7 @@ def _hard_batch():
 
 def test_failed_element_warns_and_gets_zero_gradient():
     H, g, A, b, C, l, u = _hard_batch()
-    layer = QPLayer(eps_abs=1e-10, max_iter=1)
+    layer = QPLayer(eps_abs=1e-10, max_iter=1, active_set_polish=False)
     with pytest.warns(RuntimeWarning, match="failed"):
         x = layer(H, g, A, b, C, l, u)
     status = layer.last_info["status"]
@@ -542,7 +542,7 @@ def test_failed_element_warns_and_gets_zero_gradient():
 
 def test_failed_element_raises_on_request():
     H, g, A, b, C, l, u = _hard_batch()
-    layer = QPLayer(eps_abs=1e-10, max_iter=1, on_failure="raise")
+    layer = QPLayer(eps_abs=1e-10, max_iter=1, active_set_polish=False, on_failure="raise")
     with pytest.raises(QPSolveError, match="MAX_ITER_REACHED"):
         layer(H, g, A, b, C, l, u)
 
