@@ -91,12 +91,18 @@ class ScaledProblem:
         self.values_key = object()
 
     @functools.cached_property
-    def curved(self) -> bool:
-        """Whether every diagonal entry of H is positive (curvature along every coordinate)."""
+    def curved_share(self) -> float:
+        """Share of the coordinates along which H has curvature (a positive diagonal entry;
+        1.0 for n = 0)."""
         ptr, idx, val = self.h_csc
         cols = np.repeat(np.arange(self.n), np.diff(ptr))
         on_diag = idx == cols
-        return int(np.count_nonzero(val[on_diag] > 0)) == self.n
+        return int(np.count_nonzero(val[on_diag] > 0)) / max(self.n, 1)
+
+    @property
+    def curved(self) -> bool:
+        """Whether every diagonal entry of H is positive (curvature along every coordinate)."""
+        return self.curved_share == 1.0
 
     # scipy views of the scaled matrices (same arrays), for the less frequent paths
     @functools.cached_property

@@ -97,6 +97,18 @@ _KRYLOV_POLISH_ROUNDS = 3
 # signs are those of the previous outer iteration (also tried: only once both residuals were
 # within 1e3 of their tolerances: equality 5k 3 factorizations instead of 1, lasso 5k 11 as now)
 _KRYLOV_COLD_TRIES = 3
+# Primal-dual active-set rounds after a cold run's first outer iteration (_krylov_polish with
+# tight=True): at most _PDAS_ROUNDS rounds, each on a factorization of the guessed set at
+# _PDAS_MU_FACTOR times the smallest penalties, kept while the rows that change shrink by
+# _PDAS_SHRINK per round. Factorizations (eps_abs 1e-6, seed 0), ALM alone -> with them:
+# portfolio 5k/20k 25/24 -> 14/17, box 1k/5k/20k 14/15/14 -> 11/13/12, mpc 11/8/7 -> 6/6/5,
+# lasso 1k/5k 8/11 -> 3/4; worse where the rounds do not settle: random 1k/20k 9/18 -> 11/22,
+# lasso 20k 6 -> 8, portfolio 1k 30 -> 31. A shrink of 0.7 lost portfolio 20k (its rounds
+# shrink by 0.54-0.84: 29 factorizations).
+# Only where H has curvature along most coordinates: on LP-like problems the rounds seldom
+# settle and a failed try costs ~2 factorizations (Maros-Meszaros: 45 problems more, 7 fewer,
+# mostly the LP-like Q* ones, whose H has 3-38% of its diagonal positive; lasso has 98%).
+_PDAS_CURVED = 0.9
 _PDAS_ROUNDS = 12
 _PDAS_MU_FACTOR = 10.0
 _PDAS_SHRINK = 0.9
@@ -772,7 +784,8 @@ class ProxALM:
                     mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
                     status = Status.SOLVED
                     break
-            if polish and it == 0 and long_steps and not resid_ok:
+            if (polish and it == 0 and long_steps and not resid_ok
+                    and sc.curved_share >= _PDAS_CURVED):
                 ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=_PDAS_ROUNDS,
                                                rounds=_PDAS_ROUNDS, tight=True)
                 self.n_pdas += 1
@@ -1062,9 +1075,13 @@ class ProxALM:
         system of that QP, [H A' C_J'; A 0 0; C_J 0 0], differs from the factorized one by the
         penalties on the diagonal and by the rows where J and the factorization's active set
         differ; preconditioned by it, GMRES needs a few solves (see refine.py). Between rounds
-        the violated rows enter J and the wrong-sign ones leave (primal-dual active set). Only
-        while J differs from the factorization's set in at most _KRYLOV_POLISH_ROWS rows, so
-        that the correction stays a cheap product.
+        the violated rows enter J and the wrong-sign ones leave (primal-dual active set), while
+        their number shrinks (_FULL_STEP_SHRINK, _PDAS_SHRINK when ``tight``). Where J differs
+        from the factorization's set in more than _KRYLOV_POLISH_ROWS rows (the correction
+        must stay a cheap product), J's matrix is factorized, at most ``refactorize`` times:
+        at the current penalties, or at _PDAS_MU_FACTOR times the smallest ones when
+        ``tight`` (the rounds of a cold start, far from the ALM's end), or, when the values
+        changed since the last factorization, at ``warm_penalties`` (rho, mu_eq, mu_in).
         """
         kkt, sc = self.kkt, self.sc
         n, m, p = sc.n, sc.m, sc.p
