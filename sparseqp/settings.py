@@ -9,6 +9,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["Settings", "make_settings"]
 
 _INFEASIBLE_MODES = ("closest", "certificate")
@@ -166,6 +168,10 @@ def make_settings(base: Settings | None = None, **kwargs) -> Settings:
         v = getattr(s, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"setting {name!r} must be a non-negative integer, got {v!r}")
+    for name in ("check_duality_gap", "verbose", "check_symmetric", "active_set_polish"):
+        v = getattr(s, name)
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"setting {name!r} must be True or False, got {v!r}")
     if s.max_iter < 1 or s.max_iter_in < 1:
         raise ValueError("max_iter and max_iter_in must be >= 1")
     if not (0 < s.mu_update_factor < 1):

@@ -220,6 +220,8 @@ def test_unknown_setting(data):
     ("mu_update_factor", 1.5, ValueError),
     ("ruiz_iter", -1, ValueError),
     ("eps_abs", "small", TypeError),
+    ("active_set_polish", "no", TypeError),
+    ("check_duality_gap", None, TypeError),
 ])
 def test_bad_setting_values(data, name, value, exc):
     with pytest.raises(exc, match=name):
