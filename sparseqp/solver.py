@@ -201,7 +201,6 @@ class ProxALM:
         self.n_newton = 0
         self.n_full_steps = 0           # full steps of the cold start (see _inner)
         self.n_polish_solves = 0        # solves of _krylov_polish
-        self.n_pdas = 0
         self.n_pcg = 0
         self.nit = 0
         self._nit_nested = 0            # outer iterations of shifted re-solves (in nit)
@@ -788,7 +787,6 @@ class ProxALM:
                     and sc.curved_share >= _PDAS_CURVED):
                 ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=_PDAS_ROUNDS,
                                                rounds=_PDAS_ROUNDS, tight=True)
-                self.n_pdas += 1
                 if ok:
                     x, y, z = cand
                     mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
