@@ -162,6 +162,14 @@ class _NonConvex(Exception):
     pass
 
 
+def _z_signs(z):
+    """Active-set signs that multipliers z point at: 1 (upper bound), -1 (lower), 0 (int8)."""
+    sign = np.zeros(z.shape[0], dtype=np.int8)
+    sign[z > 0] = 1
+    sign[z < 0] = -1
+    return sign
+
+
 class IterationState:
     """Scaled iterates and penalties carried between solves (warm starts, derivatives)."""
 
@@ -199,7 +207,6 @@ class ProxALM:
         self.deadline = deadline
         self.log = log
         self.n_newton = 0
-        self.n_full_steps = 0           # full steps of the cold start (see _inner)
         self.n_polish_solves = 0        # solves of _krylov_polish
         self.n_pcg = 0
         self.nit = 0
@@ -535,7 +542,6 @@ class ProxALM:
                 ev = ws.inner_point(x_f, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
                 if ev[0] <= _FULL_STEP_SHRINK * changes_prev and np.isfinite(ev[1]):
                     x, evaluated, changes_prev = x_f, ev, ev[0]
-                    self.n_full_steps += 1
                     continue
                 full_steps = False
                 ws.inner_point(x, xe, ye, ze, rho, mu_eq, mu_in, kkt.active)
@@ -728,9 +734,10 @@ class ProxALM:
         status = Status.MAX_ITER_REACHED
         info = {}
         polish = st.active_set_polish
+        Ax, Cx = self._ws.constraint_products(x)
         if polish and mu_eq0 is not None and self.allow_closest:
             # a warm start whose active set is still right: one Krylov solve may finish it
-            rp, rd, ps, ds = self._unscaled_residuals(x, y, z, *self._ws.constraint_products(x))
+            rp, rd, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
             ok, cand = self._krylov_polish(x, y, z, eps_abs + eps_rel * ps, eps_abs + eps_rel * ds,
                                            warm_penalties=(rho, mu_eq, mu_in))
             if ok:
@@ -740,7 +747,6 @@ class ProxALM:
                 state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
                 return Status.SOLVED, state, info
         sign_prev, krylov_tries, krylov_fact = None, 0, None
-        Ax, Cx = self._ws.constraint_products(x)
         # longer steps (see _longer_step) only while a cold run is at its starting penalties:
         # a warm start (penalties carried over) is near its solution, where they only cost
         # Newton steps (a warm re-solve of random n = 400 at eps_abs 1e-8: 17 -> 22 Newton
@@ -767,12 +773,15 @@ class ProxALM:
                          float(np.min(mu_in, initial=np.inf)), rho,
                          int(np.count_nonzero(self._active)), self.kkt.n_factorizations)
             resid_ok = rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p
-            sign_now = np.sign(z).astype(np.int8)
+            gap_terms = (self._duality_gap(x, y, z) if resid_ok and st.check_duality_gap
+                         else None)
+            if resid_ok and (gap_terms is None or self._gap_met(*gap_terms)):
+                status = Status.SOLVED
+                break
+            sign_now = _z_signs(z)
             if (polish and not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
                     and sign_prev is not None and np.array_equal(sign_now, sign_prev)
-                    and self.kkt.fact_id != krylov_fact
-                    and not (resid_ok and (not st.check_duality_gap
-                                           or self._gap_met(*self._duality_gap(x, y, z))))):
+                    and self.kkt.fact_id != krylov_fact):
                 # a settled active set: its equality QP may finish the run (the ALM needs an
                 # outer iteration per digit or so, and a factorization per penalty change)
                 krylov_tries += 1
@@ -794,14 +803,9 @@ class ProxALM:
                     break
             sign_prev = sign_now
             if resid_ok:
-                if not st.check_duality_gap:
-                    status = Status.SOLVED
-                    break
-                gap, gscale, oscale = self._duality_gap(x, y, z)
+                # met residuals, duality gap short (the exit above took the rest)
+                gap, gscale, oscale = gap_terms
                 tol_g = eps_abs + eps_rel * gscale
-                if self._gap_met(gap, gscale, oscale):
-                    status = Status.SOLVED
-                    break
                 if gap_stall.stalled(gap, it):
                     ok, cand = self._polish(x, y, z, tol_p, tol_d)
                     if ok:
@@ -975,9 +979,7 @@ class ProxALM:
         n, m, p = sc.n, sc.m, sc.p
         if n + m + p > _POLISH_MAX_N:
             return False, None
-        sign = np.zeros(p, dtype=np.int8)
-        sign[z > 0] = 1
-        sign[z < 0] = -1
+        sign = _z_signs(z)
         H, A, C = sc.H, sc.A, sc.C
         tried = set()
         last = None
@@ -1089,15 +1091,13 @@ class ProxALM:
             # start's penalties and active set
             if warm_penalties is None or not refactorize:
                 return False, None
-            sign0 = np.sign(z).astype(np.int8)
-            self._factorize(*warm_penalties, sign0)
+            self._factorize(*warm_penalties, _z_signs(z))
             n_refact = 1
         solve = kkt.many_solves()
         changes_prev = math.inf
         on_f = kkt.active != 0
-        sign = np.zeros(p, dtype=np.int8)
-        sign[z > 0] = 1
-        sign[z < 0] = -1
+        sign = _z_signs(z)
+        Ax, Cx = self._ws.constraint_products(x)
         for _ in range(rounds):
             on_j = sign != 0
             differ = np.flatnonzero(on_j != on_f)
@@ -1128,7 +1128,6 @@ class ProxALM:
                                                np.where(on_j[differ], 1.0, -1.0),
                                                n + m + differ, n)
             z = np.where(on_j, z, 0.0)
-            Ax, Cx = self._ws.constraint_products(x)
             bound = np.where(sign > 0, sc.u, np.where(sign < 0, sc.l, 0.0))
             r = np.empty(kkt.N)
             r[:n] = -(sc.H @ x + sc.g + (sc.At @ y if m else 0.0) + (sc.Ct @ z if p else 0.0))
