@@ -177,6 +177,8 @@ class Linearization:
         self.n_fact = 0
         self._fallback = False
         self._corr, self._corr_of = None, None
+        # (fact_id, solve, delta) of a switched solve, see _prepare_factorization
+        self._switched = None
         # closest-feasible: the factorization of K_mu (see _solve_closest)
         self._limit_fact_id = None
         # the last exact projection onto range(M) (the arrays drop_shift_component returned)
@@ -205,13 +207,34 @@ class Linearization:
 
     def _residual(self, u, rhs, out):
         """out = rhs - target(K) u, returns |out|: one pass over the factorized matrix's stored
-        upper triangle plus the diagonal correction."""
-        return self.kkt.residual(u, rhs, self._correction(), out)
+        upper triangle plus the diagonal correction (and the rows of another active set, see
+        :meth:`_prepare_factorization`)."""
+        rn = self.kkt.residual(u, rhs, self._correction(), out)
+        switched = self._switched_now()
+        if switched is None or switched[1] is None:
+            return rn
+        out -= switched[1](u)
+        return _kernels.norm2(out)
+
+    def _switched_now(self):
+        """(solve, delta) of :meth:`KKTSystem.switched_solve` while its factorization stands."""
+        sw = self._switched
+        return sw[1:] if sw is not None and sw[0] == self.kkt.fact_id else None
 
     def _prepare_factorization(self):
-        """Use the forward factorization when it matches this point, else refactorize once."""
-        if not self.kkt.holds(self.fact_id, self.sc, self.active):
-            self._refactorize()
+        """Use the forward factorization when it matches this point; when it is of the same
+        values for another active set (a polish ended by a Woodbury correction, or a warm
+        re-solve that moved a few rows), solve through that correction while its columns are
+        cheaper than a refactorization; else refactorize once."""
+        kkt = self.kkt
+        if kkt.holds(self.fact_id, self.sc, self.active) or self._switched_now() is not None:
+            return
+        if self.sc.p and kkt.holds_values(self.fact_id, self.sc):
+            sw = kkt.switched_solve(self.active, self.sc.C)
+            if sw is not None:
+                self._switched = (kkt.fact_id,) + sw
+                return
+        self._refactorize()
 
     def _refactorize(self):
         kkt, st = self.kkt, self.st
@@ -232,11 +255,12 @@ class Linearization:
             return self._solve_closest(rhs, y_in_range)
         st = self.st
         n_fact0 = self.n_fact     # info counts this call's factorizations only
+        cols0 = self.kkt.n_column_solves
         self._prepare_factorization()
+        n_ref = self.kkt.n_column_solves - cols0     # a switched solve's columns
         if _kernels.norm2(rhs) == 0.0:
-            return np.zeros_like(rhs), _info(self.n_fact - n_fact0)
+            return np.zeros_like(rhs), _info(self.n_fact - n_fact0, n_ref)
         accept = max(st.bw_tol * 1e3, 1e-8)
-        n_ref = 0
         while True:
             best_u, n, best_r = self._refined(self._correction(), self._residual,
                                               rhs, st.bw_tol)
@@ -264,7 +288,8 @@ class Linearization:
         Returns (u, n_refine, relative residual)."""
         st, kkt = self.st, self.kkt
         norm_rhs = _kernels.norm2(rhs)
-        solve = kkt.many_solves()
+        switched = self._switched_now()
+        solve = kkt.many_solves() if switched is None else switched[0]
         u, n_solves = gmres_refine(solve, corr, rhs, tol, st.bw_max_refine + 1)
         n_ref = n_solves - 1
         best_u, best_r = u, np.inf

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _kernels
 from .kkt import KKTSystem, ScaledProblem
-from .problem import Problem, as_csc, as_vector, make_problem
+from .problem import Problem, as_csc, as_vector, make_problem, replace_vectors
 from .result import Result
 from .settings import Settings, make_settings
 from .solver import ProxALM
@@ -98,16 +98,20 @@ class Solver:
         """
         t0 = time.perf_counter()
         p = self.problem
-        if g is not None:
-            g = as_vector(g, "g", p.n)
-        newH = p.H if H is None else self._on_pattern(H, p.H, "H", upper)
-        newA = p.A if A is None else self._on_pattern(A, p.A, "A")
-        newC = p.C if C is None else self._on_pattern(C, p.C, "C")
-        self.problem = make_problem(
-            newH, p.g if g is None else g, newA if p.n_eq else None, p.b if b is None else b,
-            newC if p.n_in else None, p.l if l is None else l, p.u if u is None else u,
-            constant=p.constant, name=p.name, check_symmetric=self.settings.check_symmetric)
-        # make_problem copies: patterns must be unchanged (explicit zeros are kept).
+        if H is None and A is None and C is None:
+            self.problem = replace_vectors(p, g, b, l, u)
+        else:
+            if g is not None:
+                g = as_vector(g, "g", p.n)
+            newH = p.H if H is None else self._on_pattern(H, p.H, "H", upper)
+            newA = p.A if A is None else self._on_pattern(A, p.A, "A")
+            newC = p.C if C is None else self._on_pattern(C, p.C, "C")
+            self.problem = make_problem(
+                newH, p.g if g is None else g, newA if p.n_eq else None,
+                p.b if b is None else b, newC if p.n_in else None, p.l if l is None else l,
+                p.u if u is None else u, constant=p.constant, name=p.name,
+                check_symmetric=self.settings.check_symmetric)
+            # make_problem copies: patterns must be unchanged (explicit zeros are kept).
         if H is not None:
             _check_convexity(self.problem.H)
         old_sc = self._sc

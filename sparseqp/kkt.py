@@ -21,6 +21,7 @@ import functools
 
 import numpy as np
 import qdldl
+import scipy.linalg
 import scipy.sparse as sp
 
 from . import _kernels, _krylov
@@ -37,6 +38,13 @@ __all__ = ["ScaledProblem", "KKTSystem"]
 # derivative solve goes through it, also the first: repeated backward passes give bitwise the
 # same gradients (torch's gradcheck tests reentrancy with zero tolerance).
 _FACTOR_COPY_MAX_BYTES = 256 << 20
+# switched_solve's Woodbury columns (one solve each, kept for the life of the factorization)
+# may number at most this many times the solves one factorization costs (flop counts, see
+# inertia_ok); beyond it a refactorization is cheaper. Warm `update` re-solves (g moved 1e-3
+# relative; the polish's J differs from the factorization's set in 5-34 rows) in units of one
+# factorization's time, refactorizing -> switched: random 5k/20k 1.84/1.68 -> 0.70/1.38,
+# portfolio 20k 1.17 -> 0.10, lasso 20k 1.80 -> 0.56.
+SWITCH_BUDGET = 2.0
 
 
 def _idx(a):
@@ -73,7 +81,9 @@ class ScaledProblem:
             _kernels.ruiz_equilibrate(*h, *a, *c_, D, E, F, ruiz_iter)
         g = D * problem.g
         self._ruiz = ruiz_iter > 0
-        c = self._cost_scale(h[0], h[2], n, g) if self._ruiz else 1.0
+        # mean column max of D H D (before the cost scale): with_vectors reuses it
+        self._mean_col = self._mean_col_max(h[0], h[2], n)
+        c = self._cost_scale(self._mean_col, g) if self._ruiz else 1.0
         hx = h[2]
         hx *= c
         self.c, self.D, self.E, self.F = c, D, E, F
@@ -146,7 +156,7 @@ class ScaledProblem:
         a new scaling (None; the caller rescales)."""
         g = self.D * problem.g
         if self._ruiz:
-            c_new = self._cost_scale(self.h_csc[0], self.h_csc[2] / self.c, self.n, g)
+            c_new = self._cost_scale(self._mean_col, g)
             if not (self.c / max_ratio <= c_new <= self.c * max_ratio):
                 return None
         out = self.with_rhs(problem)
@@ -164,13 +174,16 @@ class ScaledProblem:
         return out
 
     @staticmethod
-    def _cost_scale(indptr, data, n, g):
-        """From H's CSC indptr and data (n columns) and g."""
-        if data.size:
-            colmax = np.maximum.reduceat(np.abs(data), indptr[:-1][np.diff(indptr) > 0])
-            mean_col = float(np.sum(colmax)) / max(n, 1)
-        else:
-            mean_col = 0.0
+    def _mean_col_max(indptr, data, n):
+        """Mean over the n columns of the largest |entry| (H's CSC indptr and data)."""
+        if not data.size:
+            return 0.0
+        colmax = np.maximum.reduceat(np.abs(data), indptr[:-1][np.diff(indptr) > 0])
+        return float(np.sum(colmax)) / max(n, 1)
+
+    @staticmethod
+    def _cost_scale(mean_col, g):
+        """From :meth:`_mean_col_max` of the equilibrated H and g."""
         gmax = float(np.max(np.abs(g))) if g.size else 0.0
         s = max(mean_col, gmax)
         if s < 1e-12:
@@ -214,6 +227,9 @@ class KKTSystem:
         self.nnz_L = None
         # (fact_id, solve function) of the copied factors, see many_solves
         self._copied = None
+        # (fact_id, {row: column}) of switched_solve's Woodbury columns
+        self._switch_cols = (None, {})
+        self.n_column_solves = 0        # solves of switched_solve's columns
         self.fact_flops = self.solve_flops = 0.0
         self._values_of = None
         self.set_values(sc)
@@ -264,9 +280,12 @@ class KKTSystem:
         with none loaded since (rho is None after :meth:`set_values`, e.g. a solve that
         converged at its warm start after ``Solver.update`` without factorizing), for this
         active set."""
+        return self.holds_values(fact_id, sc) and _krylov.same_support(self.active, active)
+
+    def holds_values(self, fact_id, sc: ScaledProblem) -> bool:
+        """:meth:`holds` for any active set (see :meth:`switched_solve`)."""
         return (fact_id is not None and self.fact_id == fact_id and self.rho is not None
-                and self._values_of is not None and self._values_of.values_key is sc.values_key
-                and _krylov.same_support(self.active, active))
+                and self._values_of is not None and self._values_of.values_key is sc.values_key)
 
     def factorize(self, rho: float, mu_eq: np.ndarray, mu_in: np.ndarray, active: np.ndarray):
         """Numeric factorization for these penalties and active set (symbolic once).
@@ -311,32 +330,150 @@ class KKTSystem:
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         return self.solver.solve(rhs)
 
-    def many_solves(self):
-        """A function ``v -> K^{-1} v`` (new array) for the current factorization, for a
-        derivative solve about to do several solves with it: a copy of qdldl's factors (made
-        once per factorization) and the Cython LDL' kernel. Plain :meth:`solve` when the size
-        of L is unknown (no :meth:`inertia_ok` yet) or its copy would exceed
-        _FACTOR_COPY_MAX_BYTES."""
+    def _factor_copy(self):
+        """(Lp, Li, Lx, 1/d, perm) copied from qdldl for the current factorization (once per
+        factorization), or None when the size of L is unknown (no :meth:`inertia_ok` yet) or
+        its copy would exceed _FACTOR_COPY_MAX_BYTES."""
         if self._copied is not None and self._copied[0] == self.fact_id:
-            return self._copied[1]
+            return self._copied[2]
         if self.nnz_L is None or 12 * self.nnz_L > _FACTOR_COPY_MAX_BYTES:
-            return self.solve
+            return None
         L, d, perm = self.solver.factors()
         Lp, Li = index_parts(L)
-        Lx = L.data
         with np.errstate(divide="ignore"):   # a zero pivot: the solves give inf/nan, which
             dinv = 1.0 / d                   # the callers' residual checks catch
-        perm = np.ascontiguousarray(perm, dtype=np.int64)
+        factors = (Lp, Li, L.data, dinv, np.ascontiguousarray(perm, dtype=np.int64))
         N = self.N
         ldl_solve = _krylov.ldl_solve
 
         def solve(rhs):
             out = np.empty(N)
-            ldl_solve(Lp, Li, Lx, dinv, perm, np.ascontiguousarray(rhs, dtype=np.float64), out)
+            ldl_solve(*factors, np.ascontiguousarray(rhs, dtype=np.float64), out)
             return out
 
-        self._copied = (self.fact_id, solve)
-        return solve
+        self._copied = (self.fact_id, solve, factors)
+        return factors
+
+    def many_solves(self):
+        """A function ``v -> K^{-1} v`` (new array) for the current factorization, for a
+        derivative solve about to do several solves with it: a copy of qdldl's factors (made
+        once per factorization) and the Cython LDL' kernel. Plain :meth:`solve` when there is
+        no copy (see :meth:`_factor_copy`)."""
+        if self._factor_copy() is None:
+            return self.solve
+        return self._copied[1]
+
+    def block_solves(self, B: np.ndarray) -> np.ndarray:
+        """K^{-1} applied to each row of ``B`` (k, N); a new (k, N) array. With the copied
+        factors, four at a time by one pass over L (_krylov.ldl_solve4; measured at
+        n = 20,000, 24 solves: random 56 -> 45 ms, lasso 37 -> 14, box 14 -> 6.4)."""
+        B = np.ascontiguousarray(B, dtype=np.float64)
+        factors = self._factor_copy()
+        out = np.empty_like(B)
+        k = B.shape[0]
+        if factors is None:
+            for c in range(k):
+                out[c] = self.solve(B[c])
+            return out
+        k4 = k - k % 4
+        for a in range(0, k4, 4):
+            _krylov.ldl_solve4(*factors, B[a:a + 4], out[a:a + 4])
+        if k > k4:
+            pad = np.zeros((4, B.shape[1]))
+            pad[:k - k4] = B[k4:]
+            res = np.empty_like(pad)
+            _krylov.ldl_solve4(*factors, pad, res)
+            out[k4:] = res[:k - k4]
+        return out
+
+    def switched_solve(self, active: np.ndarray, C, max_cols: int | None = None):
+        """Solves with the factorized matrix as it would be for the active set ``active``
+        (same penalties), without refactorizing: ``(solve, delta)`` or None.
+
+        The two matrices differ in the rows D where ``active`` and the factorization's set
+        disagree: P = K_f + sum_i s_i (e_i c_i' + c_i e_i') over i in D (e_i the unit vector of
+        row i's multiplier, c_i row i of ``C`` (scaled CSR, p x n) padded to N, s_i = +1 for a
+        row entering, -1 leaving). Woodbury with U = [E_D, C_D'] (rank 2k for k rows) needs
+        K_f^-1 U, and one solve per row gives it: an entering row is decoupled in K_f
+        (column -mu_i e_i), so K_f^-1 e_i = -e_i / mu_i and the solve is K_f^-1 c_i; a leaving
+        row's column of K_f is c_i - mu_i e_i, so K_f^-1 c_i = e_i + mu_i K_f^-1 e_i and the
+        solve is K_f^-1 e_i. The columns are kept for the life of the factorization (an MPC
+        loop's warm starts and the derivatives of its solutions share them). ``solve(v)``
+        returns P^-1 v (new array), ``delta(u)`` returns (P - K_f) u (None when D is empty).
+        None when more than ``max_cols`` columns (kept ones included; default SWITCH_BUDGET
+        times :attr:`solves_per_factorization`) would be needed, or the capacitance matrix is
+        singular.
+        """
+        n, base = self.n, self.n + self.m
+        if max_cols is None:
+            max_cols = int(SWITCH_BUDGET * self.solves_per_factorization)
+        solve = self.many_solves()
+        rows = np.flatnonzero((np.asarray(active) != 0) != (self.active != 0))
+        k = rows.size
+        if k == 0:
+            return solve, None
+        if self._switch_cols[0] != self.fact_id:
+            self._switch_cols = (self.fact_id, {})
+        cols = self._switch_cols[1]
+        new = [int(i) for i in rows if int(i) not in cols]
+        if len(cols) + len(new) > max_cols:
+            return None
+        leaving = self.active[rows] != 0
+        CD = C[rows]
+        if new:
+            rhs = np.zeros((len(new), self.N))
+            for c, i in enumerate(new):
+                if self.active[i] != 0:
+                    rhs[c, base + i] = 1.0
+                else:
+                    lo, hi = C.indptr[i], C.indptr[i + 1]
+                    rhs[c, C.indices[lo:hi]] = C.data[lo:hi]
+            for i, col in zip(new, self.block_solves(rhs)):
+                cols[i] = col
+            self.n_column_solves += len(new)
+        GT = np.stack([cols[int(i)] for i in rows])     # (k, N): the columns K_f^-1 U needs
+        mu = self.mu_in[rows]
+        s = np.where(leaving, -1.0, 1.0)
+        # Z = K_f^-1 U = G Gam + E_D Lam: first k columns K_f^-1 e_i, last k K_f^-1 c_i
+        idx = np.arange(k)
+        Gam = np.zeros((k, 2 * k))
+        Lam = np.zeros((k, 2 * k))
+        Gam[idx, idx] = np.where(leaving, 1.0, 0.0)
+        Lam[idx, idx] = np.where(leaving, 0.0, -1.0 / mu)
+        Gam[idx, k + idx] = np.where(leaving, mu, 1.0)
+        Lam[idx, k + idx] = np.where(leaving, 1.0, 0.0)
+        pos = base + rows
+        UtG = np.vstack((GT[:, pos].T, CD @ GT[:, :n].T))     # U' G, (2k, k)
+        cap = UtG @ Gam
+        cap[:k] += Lam
+        cap[idx, k + idx] += s                         # S^-1 = S (s_i = +-1)
+        cap[k + idx, idx] += s
+        # the e-rows carry 1/mu (up to 1e8): scale them by sqrt(mu) before the LU
+        sig = np.concatenate((np.sqrt(mu), np.ones(k)))
+        cap = sig[:, None] * cap * sig[None, :]
+        try:
+            lu = scipy.linalg.lu_factor(cap, check_finite=True)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0]))) == 0.0:
+            return None
+        CDt = CD.T.tocsr()
+
+        def switched(v):
+            w = solve(v)
+            t = np.concatenate((w[pos], CD @ w[:n]))
+            c = sig * scipy.linalg.lu_solve(lu, sig * t, check_finite=False)
+            w -= (Gam @ c) @ GT
+            w[pos] -= Lam @ c
+            return w
+
+        def delta(u):
+            out = np.zeros(self.N)
+            out[:n] = CDt @ (s * u[pos])
+            out[pos] = s * (CD @ u[:n])
+            return out
+
+        return switched, delta
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """K v for the matrix of the current factorization (full symmetric K)."""

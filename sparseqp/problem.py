@@ -9,12 +9,12 @@ duplicates. The caller's arrays are never modified: everything is copied.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Problem", "make_problem", "as_csc", "as_vector"]
+__all__ = ["Problem", "make_problem", "replace_vectors", "as_csc", "as_vector"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,6 +161,37 @@ def _symmetry_error(H: sp.csc_matrix) -> float:
     return float(np.max(np.abs(D.data))) / scale
 
 
+def _check_bounds(l, u):
+    if np.any(l == np.inf):
+        raise ValueError("l contains +inf")
+    if np.any(u == -np.inf):
+        raise ValueError("u contains -inf")
+    bad = np.flatnonzero(l > u)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"l > u at {bad.size} row(s), first at row {i}: l={l[i]!r} > u={u[i]!r}")
+
+
+def replace_vectors(problem: Problem, g=None, b=None, l=None, u=None) -> Problem:
+    """``problem`` with new vectors (None: kept), checked and copied as :func:`make_problem`
+    does; the matrices are shared, not copied or checked again (a warm re-solve loop that only
+    moves g, b or the bounds: at n = 20,000 the matrix checks took most of ``Solver.update``).
+    """
+    p = problem
+    new = {}
+    if g is not None:
+        new["g"] = as_vector(g, "g", p.n)
+    if b is not None:
+        new["b"] = as_vector(b, "b", p.n_eq)
+    if l is not None:
+        new["l"] = as_vector(l, "l", p.n_in, allow_inf=True)
+    if u is not None:
+        new["u"] = as_vector(u, "u", p.n_in, allow_inf=True)
+    if l is not None or u is not None:
+        _check_bounds(new.get("l", p.l), new.get("u", p.u))
+    return replace(p, **new)
+
+
 def make_problem(H, g, A=None, b=None, C=None, l=None, u=None, *, constant=0.0, name="",
                  check_symmetric=True, upper=False) -> Problem:
     """Validate user data and return a canonical :class:`Problem` (all arrays copied).
@@ -226,14 +257,7 @@ def make_problem(H, g, A=None, b=None, C=None, l=None, u=None, *, constant=0.0, 
             raise ValueError("C is given but neither l nor u")
         l = np.full(p, -np.inf) if l is None else as_vector(l, "l", p, allow_inf=True)
         u = np.full(p, np.inf) if u is None else as_vector(u, "u", p, allow_inf=True)
-        if np.any(l == np.inf):
-            raise ValueError("l contains +inf")
-        if np.any(u == -np.inf):
-            raise ValueError("u contains -inf")
-        bad = np.flatnonzero(l > u)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"l > u at {bad.size} row(s), first at row {i}: l={l[i]!r} > u={u[i]!r}")
+        _check_bounds(l, u)
     constant = float(constant)
     if not np.isfinite(constant):
         raise ValueError("constant must be finite")

@@ -1077,8 +1077,12 @@ class ProxALM:
         differ; preconditioned by it, GMRES needs a few solves (see refine.py). Between rounds
         the violated rows enter J and the wrong-sign ones leave (primal-dual active set), while
         their number shrinks (_FULL_STEP_SHRINK, _PDAS_SHRINK when ``tight``). Where J differs
-        from the factorization's set in more than _KRYLOV_POLISH_ROWS rows (the correction
-        must stay a cheap product), J's matrix is factorized, at most ``refactorize`` times:
+        from the factorization's set, the preconditioner is the factorization switched to J by
+        a Woodbury correction (KKTSystem.switched_solve: one solve per differing row, kept
+        for the factorization's life) while that costs less than a factorization (a ``tight``
+        run only after its own factorization); else, up to _KRYLOV_POLISH_ROWS rows, GMRES
+        takes their C entries as part of its correction (two more solves per row); beyond
+        that J's matrix is factorized, at most ``refactorize`` times:
         at the current penalties, or at _PDAS_MU_FACTOR times the smallest ones when
         ``tight`` (the rounds of a cold start, far from the ALM's end), or, when the values
         changed since the last factorization, at ``warm_penalties`` (rho, mu_eq, mu_in).
@@ -1101,7 +1105,14 @@ class ProxALM:
         for _ in range(rounds):
             on_j = sign != 0
             differ = np.flatnonzero(on_j != on_f)
-            if differ.size > _KRYLOV_POLISH_ROWS:
+            switched = None
+            if differ.size and (n_refact or not tight):
+                # J's matrix at the factorization's penalties by a Woodbury correction (the
+                # rounds of a cold start first want their own penalties: one factorization)
+                cols0 = kkt.n_column_solves
+                switched = kkt.switched_solve(sign, sc.C)
+                self.n_polish_solves += kkt.n_column_solves - cols0
+            if switched is None and differ.size > _KRYLOV_POLISH_ROWS:
                 # more rows than GMRES takes in a few steps: one factorization of J's matrix
                 # at the same penalties (then only the diagonal differs)
                 if n_refact >= refactorize:
@@ -1122,8 +1133,10 @@ class ProxALM:
             diag[:n] = -kkt.rho
             diag[n:n + m] = kkt.mu_eq
             diag[n + m:] = np.where(on_j, kkt.mu_in, 0.0)
-            corr = diag
-            if differ.size:
+            corr, round_solve, extra = diag, solve, differ.size
+            if switched is not None:
+                round_solve, extra = switched[0], 0
+            elif differ.size:
                 corr = self._polish_correction(diag, sc.C[differ],
                                                np.where(on_j[differ], 1.0, -1.0),
                                                n + m + differ, n)
@@ -1135,9 +1148,9 @@ class ProxALM:
             r[n + m:] = np.where(on_j, bound - Cx, 0.0)
             if not np.all(np.isfinite(r)):
                 return False, None
-            delta, n_solves = gmres_refine(solve, corr, r, _KRYLOV_POLISH_TOL,
-                                           _KRYLOV_POLISH_SOLVES + 2 * differ.size,
-                                           patience=3 + 2 * differ.size)
+            delta, n_solves = gmres_refine(round_solve, corr, r, _KRYLOV_POLISH_TOL,
+                                           _KRYLOV_POLISH_SOLVES + 2 * extra,
+                                           patience=3 + 2 * extra)
             self.n_polish_solves += n_solves
             if not np.all(np.isfinite(delta)):
                 return False, None

@@ -1174,6 +1174,94 @@ def test_cold_full_steps_take_in_the_active_set_in_fewer_factorizations(monkeypa
                                                                plain.n_factorizations)
 
 
+@pytest.mark.parametrize("cls, n", [("random", 3000), ("box", 2000)])
+def test_update_polish_switches_the_factorization_instead_of_refactorizing(cls, n, monkeypatch):
+    """The warm polish's active set differs from the kept factorization's in more rows than
+    its GMRES correction takes: a Woodbury correction of the factorization (switched_solve)
+    replaces the refactorization (here 0 factorizations instead of 1-2), at the same KKT
+    accuracy and objective."""
+    from sparseqp import kkt as kkt_mod
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES[cls](n)
+    kw = dict(eps_abs=1e-7, eps_rel=0)
+    g = P.g + 1e-3 * max(1.0, np.abs(P.g).max()) * np.random.default_rng(1).standard_normal(P.n)
+    P2 = Problem(H=P.H, g=g, A=P.A, b=P.b, C=P.C, l=P.l, u=P.u)
+    out = []
+    for budget in (kkt_mod.SWITCH_BUDGET, 0.0):
+        monkeypatch.setattr(kkt_mod, "SWITCH_BUDGET", budget)
+        s = sparseqp.Solver(P.H, P.g, P.A, P.b, P.C, P.l, P.u, **kw)
+        s.solve()
+        s.update(g=g)
+        r = s.solve()
+        assert r.status == Status.SOLVED
+        assert_kkt(r, P2, 1e-7)
+        out.append(r)
+    switched, refactorized = out
+    assert switched.n_factorizations == 0 < refactorized.n_factorizations
+    assert abs(switched.fun - refactorized.fun) <= 1e-7 * max(1.0, abs(refactorized.fun))
+
+
+def test_switched_solve_is_the_refactorized_solve():
+    """KKTSystem.switched_solve: solves with the factorization as it would be for another
+    active set (rows entering and leaving, small and large penalties) agree with a
+    factorization of that set, its delta is the difference of the two matrices, and it
+    declines beyond its column budget."""
+    from sparseqp.kkt import KKTSystem, ScaledProblem
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES["random"](300)
+    sc = ScaledProblem(P, 10)
+    rng = np.random.default_rng(0)
+    a0 = (rng.random(sc.p) < 0.3).astype(np.int8)
+    a1 = a0.copy()
+    flip = rng.choice(sc.p, 12, replace=False)
+    a1[flip] = 1 - a1[flip]
+    assert (a0[flip] != 0).any() and (a0[flip] == 0).any()
+    for mu in (1e-2, 1e-8):
+        mu_eq = np.full(sc.m, mu)
+        mu_in = mu * rng.uniform(0.5, 2.0, sc.p)
+        kkt, ref = KKTSystem(sc), KKTSystem(sc)
+        kkt.factorize(1e-6, mu_eq, mu_in, a0)
+        assert kkt.inertia_ok()
+        ref.factorize(1e-6, mu_eq, mu_in, a1)
+        assert kkt.switched_solve(a1, sc.C, max_cols=11) is None
+        solve, delta = kkt.switched_solve(a1, sc.C, max_cols=12)
+        assert kkt.n_column_solves == 12
+        v = rng.standard_normal(kkt.N)
+        want = ref.solve(v)
+        np.testing.assert_allclose(solve(v), want, rtol=0, atol=1e-9 * np.abs(want).max())
+        u = rng.standard_normal(kkt.N)
+        np.testing.assert_allclose(kkt.matvec(u) + delta(u), ref.matvec(u), atol=1e-12)
+        # the columns are kept: a second call solves none
+        kkt.switched_solve(a1, sc.C, max_cols=12)
+        assert kkt.n_column_solves == 12
+        same, none = kkt.switched_solve(a0, sc.C, max_cols=0)
+        assert none is None
+
+
+@pytest.mark.parametrize("k", [1, 4, 7])
+def test_block_solves_match_single_solves(k, monkeypatch):
+    """KKTSystem.block_solves (four right-hand sides per pass over L, the rest padded) gives
+    the single solves' results, also without the copied factors (qdldl's own solve)."""
+    from sparseqp import kkt as kkt_mod
+    from sparseqp.kkt import KKTSystem, ScaledProblem
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    P = PROBLEM_CLASSES["mpc"](400)
+    sc = ScaledProblem(P, 10)
+    kkt = KKTSystem(sc)
+    kkt.factorize(1e-6, np.full(sc.m, 1e-4), np.full(sc.p, 1e-4),
+                  (np.arange(sc.p) % 3 == 0).astype(np.int8))
+    assert kkt.inertia_ok()
+    B = np.random.default_rng(k).standard_normal((k, kkt.N))
+    want = np.array([kkt.solve(b) for b in B])
+    np.testing.assert_allclose(kkt.block_solves(B), want, rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(kkt_mod, "_FACTOR_COPY_MAX_BYTES", 0)
+    kkt._copied = None
+    np.testing.assert_allclose(kkt.block_solves(B), want, rtol=1e-10, atol=1e-12)
+
+
 def test_update_large_change_falls_back_from_the_krylov_polish():
     """A change that moves many bounds: the polish gives up (more rows than it corrects) and
     the ALM finishes; still a KKT point."""
