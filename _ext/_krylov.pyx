@@ -177,7 +177,7 @@ cdef inline bint _finite(double x) noexcept nogil:
 
 
 def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
-          Py_ssize_t restart, double[:, ::1] Q, Py_ssize_t patience=3):
+          Py_ssize_t restart, double[:, ::1] Q, Py_ssize_t patience=3, bint window=False):
     """Restarted right-preconditioned GMRES for ``(K_reg + C) u = rhs`` given
     ``solve(v) = K_reg^{-1} v`` (see :func:`sparseqp.refine.gmres_refine`, which documents the
     arguments and owns the workspace ``Q``, at least (restart + 1, N)).
@@ -194,6 +194,10 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
 
     ``patience``: steps in a row without halving the residual after which it stops (an
     inconsistent singular system); a correction of rank k may hold it for about k steps.
+    With ``window``: steps since the residual last fell to half of its value at the previous
+    such fall, so that a steady convergence slower than one halving per step goes on (a
+    preconditioner whose penalties are far from the target's: the polish at its first
+    penalties) while one slower than a halving per ``patience`` steps stops.
 
     Returns (u, n_solves).
     """
@@ -282,8 +286,14 @@ def gmres(solve, corr, rhs_in, double tol, Py_ssize_t max_solves,
                 break               # no new direction: drop this column
             k_used = k + 1
             # an inconsistent singular system: the residual stops falling
-            slow = slow + 1 if res > 0.5 * prev else 0
-            prev = res
+            if res > 0.5 * prev:
+                slow = slow + 1
+            else:
+                slow = 0
+                if window:
+                    prev = res
+            if not window:
+                prev = res
             if res <= thresh or hn <= 1e-14 or slow >= patience or n_solves >= max_solves:
                 break
         if k_used == 0:

@@ -230,6 +230,7 @@ class KKTSystem:
         # (fact_id, {row: column}) of switched_solve's Woodbury columns
         self._switch_cols = (None, {})
         self.n_column_solves = 0        # solves of switched_solve's columns
+        self._factors_of = None         # (fact_id, qdldl's factors()) read by inertia_ok
         self.fact_flops = self.solve_flops = 0.0
         self._values_of = None
         self.set_values(sc)
@@ -314,8 +315,10 @@ class KKTSystem:
         Also records the flops of one numeric factorization (sum of squared column counts of L)
         and of one solve (4 nnz(L) + N), a deterministic cost model for choosing between a
         refactorization and PCG steps on the stale factors."""
-        L, d, _ = self.solver.factors()
+        L, d, perm = self.solver.factors()
         self.nnz_L = L.nnz      # fixed by the symbolic analysis
+        if 12 * L.nnz <= _FACTOR_COPY_MAX_BYTES:   # kept for _factor_copy (8 ms at 20k)
+            self._factors_of = (self.fact_id, (L, d, perm))
         counts = np.diff(L.indptr).astype(np.float64)
         fact_flops = float(np.sum(counts * counts)) + L.nnz
         solve_flops = 4.0 * L.nnz + self.N
@@ -338,7 +341,12 @@ class KKTSystem:
             return self._copied[2]
         if self.nnz_L is None or 12 * self.nnz_L > _FACTOR_COPY_MAX_BYTES:
             return None
-        L, d, perm = self.solver.factors()
+        got = self._factors_of
+        self._factors_of = None
+        if got is not None and got[0] == self.fact_id:
+            L, d, perm = got[1]
+        else:
+            L, d, perm = self.solver.factors()
         Lp, Li = index_parts(L)
         with np.errstate(divide="ignore"):   # a zero pivot: the solves give inf/nan, which
             dinv = 1.0 / d                   # the callers' residual checks catch

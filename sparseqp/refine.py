@@ -46,7 +46,7 @@ def _workspace(rows, N):
     return ws
 
 
-def gmres_refine(solve, corr, rhs, tol, max_solves, patience=3):
+def gmres_refine(solve, corr, rhs, tol, max_solves, patience=3, window=False):
     """Approximately solve ``(K_reg + C) u = rhs`` given ``solve(v) = K_reg^{-1} v``.
 
     Parameters
@@ -66,6 +66,9 @@ def gmres_refine(solve, corr, rhs, tol, max_solves, patience=3):
     patience : int
         Stop after this many steps in a row without halving the residual (an inconsistent
         singular system); a non-diagonal correction of rank k may hold it for ~k steps.
+    window : bool
+        Count the steps since the residual last halved instead (see ``_krylov.gmres``): a
+        steady convergence slower than a halving per step goes on.
 
     Returns
     -------
@@ -78,4 +81,4 @@ def gmres_refine(solve, corr, rhs, tol, max_solves, patience=3):
         corr = np.ascontiguousarray(corr, dtype=np.float64)
     restart = int(max(1, min(_MAX_RESTART, _KRYLOV_BYTES // (16 * max(N, 1)))))
     return _krylov.gmres(solve, corr, rhs, float(tol), int(max_solves), restart,
-                         _workspace(restart, N), int(patience))
+                         _workspace(restart, N), int(patience), bool(window))

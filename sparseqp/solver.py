@@ -83,7 +83,8 @@ _LR_BUDGET = 2.0
 # GOULDQP2 51 -> 194).
 _LONG_STEP_SIGMA = 1e-4
 # Krylov polish of a warm start (see _krylov_polish): rows of J that may differ from the
-# factorization's active set (more: one refactorization; GMRES with a rank-2k correction
+# factorization's active set when the switched solve (KKTSystem.switched_solve) is beyond its
+# budget (more: one refactorization; GMRES with a rank-2k correction
 # needed 50-74 solves for 15-30 rows and did not converge), GMRES tolerance relative to the
 # KKT residual, its solves per round (+2 per differing row), active-set rounds. Warm `update`
 # re-solves (g moved 1e-3 relative) in units of one factorization's time, before -> after:
@@ -91,7 +92,10 @@ _LONG_STEP_SIGMA = 1e-4
 # 5.2 -> 3.1; portfolio 20k unchanged (its set moves by more: the polish gives up).
 _KRYLOV_POLISH_ROWS = 4
 _KRYLOV_POLISH_TOL = 1e-10
-_KRYLOV_POLISH_SOLVES = 12
+_KRYLOV_POLISH_SOLVES = 12     # ... or one factorization's worth (flop model) if more, with
+# GMRES's windowed stall test: preconditioned at the first penalties (mu_eq 1e-3) GMRES falls
+# steadily but slower than a halving per step (equality n = 20,000: 16 solves where the plain
+# test stopped it at 6 and the run took a second factorization, 0.21 -> 0.16 s)
 _KRYLOV_POLISH_ROUNDS = 3
 # ... and of a cold run: at most this many tries, each on a new factorization, whenever z's
 # signs are those of the previous outer iteration (also tried: only once both residuals were
@@ -1148,9 +1152,10 @@ class ProxALM:
             r[n + m:] = np.where(on_j, bound - Cx, 0.0)
             if not np.all(np.isfinite(r)):
                 return False, None
-            delta, n_solves = gmres_refine(round_solve, corr, r, _KRYLOV_POLISH_TOL,
-                                           _KRYLOV_POLISH_SOLVES + 2 * extra,
-                                           patience=3 + 2 * extra)
+            delta, n_solves = gmres_refine(
+                round_solve, corr, r, _KRYLOV_POLISH_TOL,
+                max(_KRYLOV_POLISH_SOLVES, int(kkt.solves_per_factorization)) + 2 * extra,
+                patience=3 + 2 * extra, window=True)
             self.n_polish_solves += n_solves
             if not np.all(np.isfinite(delta)):
                 return False, None
