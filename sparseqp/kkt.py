@@ -51,6 +51,18 @@ def _idx(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def capacitance_lu(M):
+    """Pivoted LU of a small dense Woodbury capacitance matrix, or None when it is not
+    finite or exactly singular."""
+    try:
+        lu = scipy.linalg.lu_factor(M, check_finite=True)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0])), initial=1.0) == 0.0:
+        return None
+    return lu
+
+
 def index_parts(M):
     """(indptr, indices) of a CSC/CSR matrix for the Cython kernels (one index type for both):
     as stored when both are int32 or both int64 (scipy's usual case), int64 copies otherwise."""
@@ -459,11 +471,8 @@ class KKTSystem:
         # the e-rows carry 1/mu (up to 1e8): scale them by sqrt(mu) before the LU
         sig = np.concatenate((np.sqrt(mu), np.ones(k)))
         cap = sig[:, None] * cap * sig[None, :]
-        try:
-            lu = scipy.linalg.lu_factor(cap, check_finite=True)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
-        if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0]))) == 0.0:
+        lu = capacitance_lu(cap)
+        if lu is None:
             return None
         CDt = CD.T.tocsr()
 

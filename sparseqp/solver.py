@@ -28,7 +28,7 @@ import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 from . import _kernels
-from .kkt import KKTSystem, ScaledProblem
+from .kkt import KKTSystem, ScaledProblem, capacitance_lu
 from .refine import gmres_refine
 from .status import Status
 
@@ -412,12 +412,8 @@ class ProxALM:
             W[:, j] = cols[int(i)]
         sgn = np.where(active[rows] != 0, 1.0, -1.0)
         cap = np.diag(sgn * mu_in[rows]) + CD @ W
-        cap = 0.5 * (cap + cap.T)
-        try:
-            lu = scipy.linalg.lu_factor(cap, check_finite=True)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
-        if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0]))) == 0.0:
+        lu = capacitance_lu(0.5 * (cap + cap.T))
+        if lu is None:
             return None
 
         def precond(r):
