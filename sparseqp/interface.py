@@ -247,7 +247,8 @@ class Solver:
         res = Result(
             x=x, y=y, z=z, s_eq=s_eq, s_in=s_in, fun=fun, status=status,
             success=status.success, message=message, nit=alm.nit, n_newton=alm.n_newton,
-            n_pcg=alm.n_pcg, n_polish_solves=alm.n_polish_solves, prim_res=rp, dual_res=rd, shift_res=shift_res,
+            n_pcg=alm.n_pcg, n_polish_solves=alm.n_polish_solves, prim_res=rp, dual_res=rd,
+            shift_res=shift_res,
             certificate=alm.certificate,
         )
         return res

@@ -63,6 +63,20 @@ def capacitance_lu(M):
     return lu
 
 
+def row_switch_product(CD, s, pos, n, N):
+    """u -> sum_i s_i (e_i c_i' + c_i e_i') u (a new (N,) array): the change of the KKT
+    matrix when the rows D enter (s_i = +1) or leave (s_i = -1) its active set; ``CD`` holds
+    their rows of C (scaled, CSR, x-part of length n), ``pos`` their multipliers' positions."""
+    CDt = CD.T.tocsr()
+
+    def product(u):
+        out = np.zeros(N)
+        out[:n] = CDt @ (s * u[pos])
+        out[pos] = s * (CD @ u[:n])
+        return out
+    return product
+
+
 def index_parts(M):
     """(indptr, indices) of a CSC/CSR matrix for the Cython kernels (one index type for both):
     as stored when both are int32 or both int64 (scipy's usual case), int64 copies otherwise."""
@@ -474,7 +488,6 @@ class KKTSystem:
         lu = capacitance_lu(cap)
         if lu is None:
             return None
-        CDt = CD.T.tocsr()
 
         def switched(v):
             w = solve(v)
@@ -484,13 +497,7 @@ class KKTSystem:
             w[pos] -= Lam @ c
             return w
 
-        def delta(u):
-            out = np.zeros(self.N)
-            out[:n] = CDt @ (s * u[pos])
-            out[pos] = s * (CD @ u[:n])
-            return out
-
-        return switched, delta
+        return switched, row_switch_product(CD, s, pos, n, self.N)
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """K v for the matrix of the current factorization (full symmetric K)."""

@@ -28,7 +28,7 @@ import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 from . import _kernels
-from .kkt import KKTSystem, ScaledProblem, capacitance_lu
+from .kkt import KKTSystem, ScaledProblem, capacitance_lu, row_switch_product
 from .refine import gmres_refine
 from .status import Status
 
@@ -84,8 +84,8 @@ _LR_BUDGET = 2.0
 _LONG_STEP_SIGMA = 1e-4
 # Krylov polish of a warm start (see _krylov_polish): rows of J that may differ from the
 # factorization's active set when the switched solve (KKTSystem.switched_solve) is beyond its
-# budget (more: one refactorization; GMRES with a rank-2k correction
-# needed 50-74 solves for 15-30 rows and did not converge), GMRES tolerance relative to the
+# budget (more: one refactorization; GMRES with a rank-2k correction needed 50-74 solves for
+# 15-30 rows and did not converge), GMRES tolerance relative to the
 # KKT residual, its solves per round (+2 per differing row), active-set rounds. Warm `update`
 # re-solves (g moved 1e-3 relative) in units of one factorization's time, before -> after:
 # equality 20k 2.2 -> 0.7, random 5k/20k 4.2/3.0 -> 1.1/2.5, box 20k 24.6 -> 9.1, mpc 20k
@@ -1196,14 +1196,11 @@ class ProxALM:
     @staticmethod
     def _polish_correction(diag, Cd, sgn, zpos, n):
         """u -> (diag + the symmetric C_D blocks, signed) u, for :meth:`_krylov_polish`."""
-        CdT = Cd.T.tocsr()
+        switch = row_switch_product(Cd, sgn, zpos, n, diag.shape[0])
 
         def corr(u):
             u = np.asarray(u)
-            out = diag * u
-            out[:n] += CdT @ (sgn * u[zpos])
-            out[zpos] += sgn * (Cd @ u[:n])
-            return out
+            return diag * u + switch(u)
         return corr
 
     def _restart_point_sane(self, cand, rp, rd, tol_p, tol_d):
