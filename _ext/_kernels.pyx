@@ -513,24 +513,6 @@ def problem_residuals(const index_t[::1] Hp, const index_t[::1] Hi, const double
     return ax_a, cx_a, hx_a, rp, rd
 
 
-def box_residual_inf(const double[::1] v, const double[::1] l, const double[::1] u,
-                     const double[::1] scale):
-    """max_i |v_i - proj_[l_i,u_i](v_i)| / scale_i (scale: the row scaling to undo)."""
-    cdef Py_ssize_t i, p = v.shape[0]
-    cdef double r, out = 0.0
-    with nogil:
-        for i in range(p):
-            if v[i] > u[i]:
-                r = (v[i] - u[i]) / scale[i]
-            elif v[i] < l[i]:
-                r = (l[i] - v[i]) / scale[i]
-            else:
-                r = 0.0
-            if r > out:
-                out = r
-    return out
-
-
 def box_violation(const double[::1] v, const double[::1] l, const double[::1] u,
                   double[::1] out):
     """out_i = v_i - proj_[l_i,u_i](v_i) (the shift of an inequality row)."""
@@ -557,14 +539,6 @@ def scaled_inf_norm(const double[::1] v, const double[::1] scale, bint divide):
     return out
 
 
-def mask_active(const double[::1] v, const signed char[::1] active, double[::1] out):
-    """out_i = v_i where active[i] != 0 else 0."""
-    cdef Py_ssize_t i, p = v.shape[0]
-    with nogil:
-        for i in range(p):
-            out[i] = v[i] if active[i] != 0 else 0.0
-
-
 # ---------------------------------------------------------------------------------------------
 # BLAS-free level-1 operations: numpy's dot goes to a threaded BLAS whose thread wake-ups cost
 # more than the arithmetic for the vector sizes of one iteration (measured: 0.6 ms for n = 30k).
@@ -577,16 +551,6 @@ def dot(const double[::1] a, const double[::1] b):
     with nogil:
         for i in range(n):
             out += a[i] * b[i]
-    return out
-
-
-def dot_weighted(const double[::1] a, const double[::1] b, const double[::1] w):
-    """sum_i a_i b_i / w_i."""
-    cdef Py_ssize_t i, n = a.shape[0]
-    cdef double out = 0.0
-    with nogil:
-        for i in range(n):
-            out += a[i] * b[i] / w[i]
     return out
 
 

@@ -255,6 +255,9 @@ class KKTSystem:
         self._copied = None
         # (fact_id, {row: column}) of switched_solve's Woodbury columns
         self._switch_cols = (None, {})
+        # (fact_id, C, rows' bytes, result) of the last switched_solve: a warm start's polish
+        # and the derivatives usually ask for the set the last polish ended on
+        self._switch_last = (None, None, None, None)
         self.n_column_solves = 0        # solves of switched_solve's columns
         self._factors_of = None         # (fact_id, qdldl's factors()) read by inertia_ok
         self.fact_flops = self.solve_flops = 0.0
@@ -412,7 +415,10 @@ class KKTSystem:
         k4 = k - k % 4
         for a in range(0, k4, 4):
             _krylov.ldl_solve4(*factors, B[a:a + 4], out[a:a + 4])
-        if k > k4:
+        if k - k4 == 1:
+            # one column alone: a padded pass costs ~2 single solves (box n = 20,000)
+            out[k4] = self._copied[1](B[k4])
+        elif k > k4:
             pad = np.zeros((4, B.shape[1]))
             pad[:k - k4] = B[k4:]
             res = np.empty_like(pad)
@@ -432,7 +438,8 @@ class KKTSystem:
         (column -mu_i e_i), so K_f^-1 e_i = -e_i / mu_i and the solve is K_f^-1 c_i; a leaving
         row's column of K_f is c_i - mu_i e_i, so K_f^-1 c_i = e_i + mu_i K_f^-1 e_i and the
         solve is K_f^-1 e_i. The columns are kept for the life of the factorization (an MPC
-        loop's warm starts and the derivatives of its solutions share them). ``solve(v)``
+        loop's warm starts and the derivatives of its solutions share them), and so is the
+        last result (asked again for the same set, it costs nothing). ``solve(v)``
         returns P^-1 v (new array), ``delta(u)`` returns (P - K_f) u (None when D is empty).
         None when more than ``max_cols`` columns (kept ones included; default SWITCH_BUDGET
         times :attr:`solves_per_factorization`) would be needed, or the capacitance matrix is
@@ -446,6 +453,10 @@ class KKTSystem:
         k = rows.size
         if k == 0:
             return solve, None
+        key = rows.tobytes()
+        last = self._switch_last
+        if last[0] == self.fact_id and last[1] is C and last[2] == key:
+            return last[3]
         if self._switch_cols[0] != self.fact_id:
             self._switch_cols = (self.fact_id, {})
         cols = self._switch_cols[1]
@@ -497,7 +508,9 @@ class KKTSystem:
             w[pos] -= Lam @ c
             return w
 
-        return switched, row_switch_product(CD, s, pos, n, self.N)
+        result = (switched, row_switch_product(CD, s, pos, n, self.N))
+        self._switch_last = (self.fact_id, C, key, result)
+        return result
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """K v for the matrix of the current factorization (full symmetric K)."""

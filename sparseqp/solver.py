@@ -737,13 +737,16 @@ class ProxALM:
         Ax, Cx = self._ws.constraint_products(x)
         if polish and mu_eq0 is not None and self.allow_closest:
             # a warm start whose active set is still right: one Krylov solve may finish it
-            rp, rd, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
+            # the residuals' scales only matter with a relative tolerance
+            ps = ds = 0.0
+            if eps_rel:
+                _, _, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
             ok, cand = self._krylov_polish(x, y, z, eps_abs + eps_rel * ps, eps_abs + eps_rel * ds,
                                            warm_penalties=(rho, mu_eq, mu_in))
             if ok:
                 x, y, z = cand
                 self.nit = self._nit_nested + 1
-                mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
+                mu_eq, mu_in = self._at_polish_penalties()
                 state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
                 return Status.SOLVED, state, info
         sign_prev, krylov_tries, krylov_fact = None, 0, None
@@ -789,7 +792,7 @@ class ProxALM:
                 ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=0)
                 if ok:
                     x, y, z = cand
-                    mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
+                    mu_eq, mu_in = self._at_polish_penalties()
                     status = Status.SOLVED
                     break
             if (polish and it == 0 and long_steps and not resid_ok
@@ -798,7 +801,7 @@ class ProxALM:
                                                rounds=_PDAS_ROUNDS, tight=True)
                 if ok:
                     x, y, z = cand
-                    mu_eq, mu_in = self._at_polish_penalties(x, y, z, rho)
+                    mu_eq, mu_in = self._at_polish_penalties()
                     status = Status.SOLVED
                     break
             sign_prev = sign_now
@@ -1181,17 +1184,15 @@ class ProxALM:
             sign[lo] = -1
         return False, None
 
-    def _at_polish_penalties(self, x, y, z, rho):
+    def _at_polish_penalties(self):
         """After a successful :meth:`_krylov_polish`: the penalties of the factorization it
         used (the state's, so that a warm start and the derivatives find that factorization
-        matching), and the workspace's buffers at (x, z) under them with the polish's active
-        set J (from the point alone, rows whose multiplier is below rounding would leave it,
-        and the derivatives would refactorize). Returns them."""
+        matching), and the polish's active set J as the state's (from the point alone, rows
+        whose multiplier is below rounding would leave it, and the derivatives would
+        refactorize). Returns them."""
         kkt = self.kkt
-        mu_eq, mu_in = kkt.mu_eq, kkt.mu_in
-        self._ws.inner_point(x, x, y, z, rho, mu_eq, mu_in, kkt.active)
         self._active[:] = self._polish_sign
-        return mu_eq, mu_in
+        return kkt.mu_eq, kkt.mu_in
 
     @staticmethod
     def _polish_correction(diag, Cd, sgn, zpos, n):

@@ -1233,9 +1233,17 @@ def test_switched_solve_is_the_refactorized_solve():
         np.testing.assert_allclose(solve(v), want, rtol=0, atol=1e-9 * np.abs(want).max())
         u = rng.standard_normal(kkt.N)
         np.testing.assert_allclose(kkt.matvec(u) + delta(u), ref.matvec(u), atol=1e-12)
-        # the columns are kept: a second call solves none
-        kkt.switched_solve(a1, sc.C, max_cols=12)
-        assert kkt.n_column_solves == 12
+        # the columns are kept: a second call solves none, and the same set's result is kept
+        again = kkt.switched_solve(a1, sc.C, max_cols=12)
+        assert kkt.n_column_solves == 12 and again[0] is solve
+        a2 = a1.copy()
+        a2[flip[0]] = a0[flip[0]]
+        fewer, _ = kkt.switched_solve(a2, sc.C, max_cols=12)
+        assert fewer is not solve and kkt.n_column_solves == 12
+        ref2 = KKTSystem(sc)
+        ref2.factorize(1e-6, mu_eq, mu_in, a2)
+        want2 = ref2.solve(v)
+        np.testing.assert_allclose(fewer(v), want2, rtol=0, atol=1e-9 * np.abs(want2).max())
         same, none = kkt.switched_solve(a0, sc.C, max_cols=0)
         assert none is None
 
