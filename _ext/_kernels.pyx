@@ -970,6 +970,88 @@ cdef class Workspace:
             _csc_matvec(self.Hp, self.Hi, self.Hv, x, o)
         return out
 
+    def polish_system(self, const double[::1] x, const double[::1] y, const double[::1] z,
+                      const signed char[::1] sign, const double[::1] Ax, const double[::1] Cx,
+                      double rho, const double[::1] mu_eq, const double[::1] mu_in):
+        """One round of the Krylov polish's system for the active set J = {sign != 0} at
+        (x (n,), y (m,), z (p,)) with their products Ax, Cx (all scaled). Returns new arrays
+        (r (N,), diag (N,), zJ (p,)): zJ = z on J, 0 elsewhere; r = [-(Hx + g + A'y + C'zJ);
+        b - Ax; (u_i if sign_i > 0 else l_i) - C_i x on J, 0 elsewhere], the residual of the
+        equality QP of J; diag = [-rho; mu_eq; mu_in on J, 0 elsewhere], the regularization
+        of the factorized matrix against that QP's (N = n + m + p)."""
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p
+        cdef double s
+        r_a, d_a, z_a = np.empty(n + m + p), np.empty(n + m + p), np.empty(p)
+        cdef double[::1] r = r_a, d = d_a, zj = z_a
+        with nogil:
+            for i in range(p):
+                if sign[i] > 0:
+                    zj[i] = z[i]
+                    r[n + m + i] = self.u[i] - Cx[i]
+                    d[n + m + i] = mu_in[i]
+                elif sign[i] < 0:
+                    zj[i] = z[i]
+                    r[n + m + i] = self.l[i] - Cx[i]
+                    d[n + m + i] = mu_in[i]
+                else:
+                    zj[i] = 0.0
+                    r[n + m + i] = 0.0
+                    d[n + m + i] = 0.0
+            for i in range(m):
+                r[n + i] = self.b[i] - Ax[i]
+                d[n + i] = mu_eq[i]
+            _csc_matvec(self.Hp, self.Hi, self.Hv, x, self.tn)
+            for i in range(n):
+                s = self.tn[i] + self.g[i]
+                if m:
+                    s = s + _row_dot(self.Atp, self.Ati, self.Atv, i, y)
+                if p:
+                    s = s + _row_dot(self.Ctp, self.Cti, self.Ctv, i, zj)
+                r[i] = -s
+                d[i] = -rho
+        return r_a, d_a, z_a
+
+    def polish_step(self, const double[::1] x, const double[::1] y, const double[::1] zj,
+                    const double[::1] delta, const signed char[::1] sign,
+                    const double[::1] slack):
+        """Move the polish's point (x, y, zJ) by its solve ``delta`` (N,) and correct the
+        active set J = {sign != 0} (primal-dual active set). Returns new arrays and a count
+        (x, y, z, Ax, Cx, new sign, changes): z = zJ + delta on J, 0 elsewhere; in the new
+        sign the rows of J whose multiplier points away from their bound leave (0), and rows
+        off J with C_i x above u_i + slack_i (below l_i - slack_i) enter at 1 (-1);
+        ``changes`` counts those rows."""
+        cdef Py_ssize_t i, n = self.n, m = self.m, p = self.p, changes = 0
+        cdef double c
+        x_a, y_a, z_a = np.empty(n), np.empty(m), np.empty(p)
+        ax_a, cx_a = np.empty(m), np.empty(p)
+        sg_a = np.empty(p, dtype=np.int8)
+        cdef double[::1] xn = x_a, yn = y_a, zn = z_a, ax = ax_a, cx = cx_a
+        cdef signed char[::1] sg = sg_a
+        with nogil:
+            for i in range(n):
+                xn[i] = x[i] + delta[i]
+            for i in range(m):
+                yn[i] = y[i] + delta[n + i]
+                ax[i] = _row_dot(self.Ap, self.Ai, self.Av, i, xn)
+            for i in range(p):
+                c = _row_dot(self.Cp, self.Ci, self.Cv, i, xn)
+                cx[i] = c
+                sg[i] = sign[i]
+                if sign[i] != 0:
+                    zn[i] = zj[i] + delta[n + m + i]
+                    if (sign[i] > 0 and zn[i] < 0) or (sign[i] < 0 and zn[i] > 0):
+                        sg[i] = 0
+                        changes += 1
+                else:
+                    zn[i] = 0.0
+                    if c > self.u[i] + slack[i]:
+                        sg[i] = 1
+                        changes += 1
+                    elif c < self.l[i] - slack[i]:
+                        sg[i] = -1
+                        changes += 1
+        return x_a, y_a, z_a, ax_a, cx_a, sg_a, changes
+
     def constraint_products(self, const double[::1] x):
         """(A x (m,), C x (p,)) for x (n,), new arrays."""
         ax = np.empty(self.m)

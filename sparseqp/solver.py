@@ -1105,6 +1105,7 @@ class ProxALM:
         on_f = kkt.active != 0
         sign = _z_signs(z)
         Ax, Cx = self._ws.constraint_products(x)
+        slack = 0.1 * tol_p * sc.F      # how far off J a row must be violated to enter
         for _ in range(rounds):
             on_j = sign != 0
             differ = np.flatnonzero(on_j != on_f)
@@ -1130,12 +1131,11 @@ class ProxALM:
                 solve = kkt.many_solves()
                 on_f = on_j
                 differ = differ[:0]
-            # K_true - K_reg: -rho on x, +mu on the rows whose diagonal is 0 in K_true
-            # (equality and J rows), and the C entries of rows entering (+) or leaving (-)
-            diag = np.empty(kkt.N)
-            diag[:n] = -kkt.rho
-            diag[n:n + m] = kkt.mu_eq
-            diag[n + m:] = np.where(on_j, kkt.mu_in, 0.0)
+            # r: J's equality QP's residual; diag = K_true - K_reg: -rho on x, +mu on the
+            # rows whose diagonal is 0 in K_true (equality and J rows); with the C entries of
+            # rows entering (+) or leaving (-) when the factorization's set is not J
+            r, diag, z = self._ws.polish_system(x, y, z, sign, Ax, Cx, kkt.rho, kkt.mu_eq,
+                                                kkt.mu_in)
             corr, round_solve, extra = diag, solve, differ.size
             if switched is not None:
                 round_solve, extra = switched[0], 0
@@ -1143,12 +1143,6 @@ class ProxALM:
                 corr = self._polish_correction(diag, sc.C[differ],
                                                np.where(on_j[differ], 1.0, -1.0),
                                                n + m + differ, n)
-            z = np.where(on_j, z, 0.0)
-            bound = np.where(sign > 0, sc.u, np.where(sign < 0, sc.l, 0.0))
-            r = np.empty(kkt.N)
-            r[:n] = -(sc.H @ x + sc.g + (sc.At @ y if m else 0.0) + (sc.Ct @ z if p else 0.0))
-            r[n:n + m] = sc.b - Ax
-            r[n + m:] = np.where(on_j, bound - Cx, 0.0)
             if not np.all(np.isfinite(r)):
                 return False, None
             delta, n_solves = gmres_refine(
@@ -1158,14 +1152,10 @@ class ProxALM:
             self.n_polish_solves += n_solves
             if not np.all(np.isfinite(delta)):
                 return False, None
-            x = x + delta[:n]
-            y = y + delta[n:n + m]
-            z = np.where(on_j, z + delta[n + m:], 0.0)
-            Ax, Cx = self._ws.constraint_products(x)
-            wrong = ((sign > 0) & (z < 0)) | ((sign < 0) & (z > 0))
-            up = ~on_j & (Cx > sc.u + 0.1 * tol_p * sc.F)
-            lo = ~on_j & (Cx < sc.l - 0.1 * tol_p * sc.F)
-            if not (wrong.any() or up.any() or lo.any()):
+            # rows of J whose multiplier turned leave it, violated rows off J enter
+            x, y, z, Ax, Cx, sign_next, changes = self._ws.polish_step(x, y, z, delta, sign,
+                                                                      slack)
+            if not changes:
                 rp, rd, _, _ = self._unscaled_residuals(x, y, z, Ax, Cx)
                 if rp > tol_p or rd > tol_d or self._complementarity(z, Cx) > tol_p:
                     return False, None
@@ -1174,14 +1164,10 @@ class ProxALM:
                     return False, None
                 self._polish_sign = sign
                 return True, (x, y, z)
-            changes = int(np.count_nonzero(wrong | up | lo))
             if changes > (_PDAS_SHRINK if tight else _FULL_STEP_SHRINK) * changes_prev:
                 return False, None
             changes_prev = changes
-            sign = sign.copy()
-            sign[wrong] = 0
-            sign[up] = 1
-            sign[lo] = -1
+            sign = sign_next
         return False, None
 
     def _at_polish_penalties(self):
