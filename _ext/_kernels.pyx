@@ -1064,3 +1064,96 @@ cdef class Workspace:
             for i in range(self.p):
                 c[i] = _row_dot(self.Cp, self.Ci, self.Cv, i, x)
         return ax, cx
+
+
+# ---------------------------------------------------------------------------------------------
+# Structural rank
+# ---------------------------------------------------------------------------------------------
+
+def structural_rank(const index_t[::1] indptr, const index_t[::1] indices, Py_ssize_t n_other):
+    """Size of a maximum matching between the major index (len(indptr) - 1: the columns of a
+    CSC matrix, the rows of a CSR one) and the minor one (``n_other``) of a sparse pattern:
+    the structural rank of the matrix (stored entries count, whatever their value).
+
+    Hopcroft-Karp: each phase layers the graph by a breadth-first search from the unmatched
+    major vertices and augments along vertex-disjoint shortest paths by depth-first searches
+    that mark a vertex as a dead end once it failed, so a phase touches every entry at most
+    once (O(nnz sqrt(n)) in all). scipy's ``csgraph.structural_rank`` does not mark dead ends
+    and takes time exponential in the depth of chain-like patterns (scipy issue 26147): on
+    the polish's KKT matrix of an MPC problem (N = 1,717, 22,324 entries) it did not return
+    in minutes."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, k, u, w, c, top, head, tail, size = 0
+    cdef Py_ssize_t INF = n + 1
+    cdef bint found
+    cdef Py_ssize_t[::1] mate = np.full(n, -1, dtype=np.intp)          # major -> minor
+    cdef Py_ssize_t[::1] owner = np.full(n_other, -1, dtype=np.intp)   # minor -> major
+    cdef Py_ssize_t[::1] dist = np.empty(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] queue = np.empty(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] stack = np.empty(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] nxt = np.empty(n, dtype=np.intp)             # next entry to try
+    with nogil:
+        # greedy start
+        for i in range(n):
+            for k in range(indptr[i], indptr[i + 1]):
+                c = indices[k]
+                if owner[c] < 0:
+                    owner[c] = i
+                    mate[i] = c
+                    size += 1
+                    break
+        while True:
+            # breadth-first layering from the free major vertices
+            head = tail = 0
+            for i in range(n):
+                if mate[i] < 0:
+                    dist[i] = 0
+                    queue[tail] = i
+                    tail += 1
+                else:
+                    dist[i] = INF
+            found = False
+            while head < tail:
+                u = queue[head]
+                head += 1
+                for k in range(indptr[u], indptr[u + 1]):
+                    w = owner[indices[k]]
+                    if w < 0:
+                        found = True
+                    elif dist[w] == INF:
+                        dist[w] = dist[u] + 1
+                        queue[tail] = w
+                        tail += 1
+            if not found:
+                break
+            for i in range(n):
+                nxt[i] = indptr[i]
+            # depth-first augmentation from each free major vertex
+            for i in range(n):
+                if mate[i] >= 0 or dist[i] != 0:
+                    continue
+                top = 0
+                stack[0] = i
+                while top >= 0:
+                    u = stack[top]
+                    if nxt[u] == indptr[u + 1]:
+                        dist[u] = INF           # dead end for the rest of this phase
+                        top -= 1
+                        continue
+                    c = indices[nxt[u]]
+                    nxt[u] += 1
+                    w = owner[c]
+                    if w < 0:
+                        # free minor vertex: flip the path stack[0..top] (each stacked
+                        # vertex's last tried entry leads to the next one)
+                        while top >= 0:
+                            u = stack[top]
+                            c = indices[nxt[u] - 1]
+                            owner[c] = u
+                            mate[u] = c
+                            dist[u] = INF       # used: vertex-disjoint paths per phase
+                            top -= 1
+                        size += 1
+                    elif dist[w] == dist[u] + 1:
+                        top += 1
+                        stack[top] = w
+    return size

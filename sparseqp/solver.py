@@ -24,7 +24,6 @@ import time
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 from . import _kernels
@@ -1221,7 +1220,8 @@ class ProxALM:
         the current point. None when neither gives a finite solution."""
         try:
             # SuperLU can crash (not raise) on a structurally singular matrix: test first
-            if csgraph.structural_rank(K) < K.shape[0]:
+            # (with our matching: scipy's can take exponential time, see _kernels)
+            if _kernels.structural_rank(K.indptr, K.indices, K.shape[0]) < K.shape[0]:
                 raise RuntimeError("structurally singular")
             lu = spla.splu(K)
             sol, steps = lu.solve(rhs), 2   # refinement: the pivoted LU is accurate, not exact
