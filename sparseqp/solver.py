@@ -115,6 +115,11 @@ _PDAS_CURVED = 0.9
 _PDAS_ROUNDS = 12
 _PDAS_MU_FACTOR = 10.0
 _PDAS_SHRINK = 0.9
+# Closest mode: the smallest row penalty is at least this times mu_closest. The penalties
+# follow the squared row scalings, which spanned 1e10 on a QP with a row of norm 3.5e-5
+# (tests/data/equality_inconsistent_922.npz): hung from the largest, the other rows got
+# 1.4e-14 and their multipliers lost every digit.
+_CLOSEST_SPREAD = 1e-6
 _LONG_STEP_GROWTH = 2.0
 # Full steps of a cold start's first inner solve (see _inner) are kept while the rows that
 # change at their end shrink at least this much per step
@@ -1400,7 +1405,10 @@ class ProxALM:
         inconsistent problem is then the closest feasible QP in the unscaled l2 norm."""
         w_eq, w_in = self._w_eq, self._w_in
         wmax = max(np.max(w_eq, initial=0.0), np.max(w_in, initial=0.0))
+        wmin = min(np.min(w_eq, initial=np.inf), np.min(w_in, initial=np.inf))
         # Fixed, not driven to mu_min: the ALM multipliers grow by s/mu per iteration in this
         # mode, and a tiny mu makes them lose digits before the shifted re-solve takes over.
-        mu = self.st.mu_closest
+        # All are raised alike until the smallest is _CLOSEST_SPREAD times mu_closest, so the
+        # weights stay exact.
+        mu = self.st.mu_closest * max(1.0, _CLOSEST_SPREAD * wmax / wmin)
         return mu * w_eq / wmax, mu * w_in / wmax

@@ -337,14 +337,20 @@ def test_closest_feasible_matches_two_stage(kind, seed, n):
     assert r.certificate is None or isinstance(r.certificate, dict)
 
 
-def _mpc_inconsistent_752():
+def _npz_problem(name):
+    """A QP stored in tests/data/<name>.npz: CSC arrays of H, A, C, vectors g, b, l, u and
+    shapes = (n, m, p)."""
     import pathlib
 
-    D = np.load(pathlib.Path(__file__).parent / "data" / "mpc_inconsistent_752.npz")
+    D = np.load(pathlib.Path(__file__).parent / "data" / f"{name}.npz")
     n, m, p = (int(v) for v in D["shapes"])
     H, A, C = (sp.csc_matrix((D[f"{k}_data"], D[f"{k}_indices"], D[f"{k}_indptr"]), shape=s)
                for k, s in (("H", (n, n)), ("A", (m, n)), ("C", (p, n))))
-    return make_problem(H, D["g"], A, D["b"], C, D["l"], D["u"], name="mpc_inconsistent_752")
+    return make_problem(H, D["g"], A, D["b"], C, D["l"], D["u"], name=name)
+
+
+def _mpc_inconsistent_752():
+    return _npz_problem("mpc_inconsistent_752")
 
 
 def test_closest_feasible_mpc_whose_polish_hung():
@@ -378,6 +384,20 @@ def test_closest_feasible_mpc_752_x_matches_two_stage():
     r = _solve(P, eps_abs=1e-7, eps_rel=0)
     ref = two_stage_closest(P)
     assert _inf(r.x - ref["x"]) <= 1e-5 * (1 + _inf(ref["x"]))
+
+
+def test_closest_feasible_with_a_nearly_zero_row():
+    """An inconsistent equality-constrained QP (n = 150, 75 rows of rank 70) with one row of
+    norm 3.5e-5, which Ruiz scales up by 5e4. The closest-mode penalties are proportional to
+    the squared row scalings; hung from the largest, the other rows got 1.4e-14, their
+    multipliers grew by 1e11 per iteration, and the solve ended in NUMERICAL_ERROR (dual
+    residual 1e18). The penalties now keep the smallest at 1e-6 times mu_closest or more,
+    with the same ratios. Data: tests/data/equality_inconsistent_922.npz (README section
+    F)."""
+    P = _npz_problem("equality_inconsistent_922")
+    for eps in (1e-5, 1e-7):
+        r = _solve(P, eps_abs=eps, eps_rel=0)
+        _check_closest(P, r, eps=eps)
 
 
 def test_structural_rank_matches_scipy_and_scales():
