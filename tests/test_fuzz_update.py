@@ -14,8 +14,9 @@ The run found two defects in cold solves, both fixed, with their data in tests/d
 - seed 922: closest mode ended in NUMERICAL_ERROR on a row of norm 3.5e-5.
 
 Seed 1469 (random, n = 60, eps_abs 1e-5, A moved by 1e-4) still disagrees. The cold solve ends
-SOLVED_INACCURATE, with residuals met but the duality gap short; the warm one is SOLVED. Its
-step is skipped below and named in the closing note. ``SPARSEQP_FUZZ_SEEDS=a:b`` sets the
+SOLVED_INACCURATE (primal residual 9.98e-6, duality gap 100); the warm one is SOLVED. Its
+constraints are inconsistent by about the tolerance: at eps_abs 1e-7 the cold solve is
+SOLVED_CLOSEST_FEASIBLE. The step is skipped below. ``SPARSEQP_FUZZ_SEEDS=a:b`` sets the
 seed range (default 0:200).
 """
 from __future__ import annotations
