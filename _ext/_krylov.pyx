@@ -523,7 +523,6 @@ def ldl_solve(const index_t[::1] Lp, const index_t[::1] Li, const double[::1] Lx
     free(x)
 
 
-
 def ldl_solve4(const index_t[::1] Lp, const index_t[::1] Li, const double[::1] Lx,
                const double[::1] Dinv, const long long[::1] perm, const double[:, ::1] B,
                double[:, ::1] out):

@@ -745,7 +745,8 @@ class ProxALM:
             ps = ds = 0.0
             if eps_rel:
                 _, _, ps, ds = self._unscaled_residuals(x, y, z, Ax, Cx)
-            ok, cand = self._krylov_polish(x, y, z, eps_abs + eps_rel * ps, eps_abs + eps_rel * ds,
+            ok, cand = self._krylov_polish(x, y, z, Ax, Cx, eps_abs + eps_rel * ps,
+                                           eps_abs + eps_rel * ds,
                                            warm_penalties=(rho, mu_eq, mu_in))
             if ok:
                 x, y, z = cand
@@ -793,7 +794,7 @@ class ProxALM:
                 # outer iteration per digit or so, and a factorization per penalty change)
                 krylov_tries += 1
                 krylov_fact = self.kkt.fact_id
-                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=0)
+                ok, cand = self._krylov_polish(x, y, z, Ax, Cx, tol_p, tol_d, refactorize=0)
                 if ok:
                     x, y, z = cand
                     mu_eq, mu_in = self._at_polish_penalties()
@@ -801,7 +802,8 @@ class ProxALM:
                     break
             if (polish and it == 0 and long_steps and not resid_ok
                     and sc.curved_share >= _PDAS_CURVED):
-                ok, cand = self._krylov_polish(x, y, z, tol_p, tol_d, refactorize=_PDAS_ROUNDS,
+                ok, cand = self._krylov_polish(x, y, z, Ax, Cx, tol_p, tol_d,
+                                               refactorize=_PDAS_ROUNDS,
                                                rounds=_PDAS_ROUNDS, tight=True)
                 if ok:
                     x, y, z = cand
@@ -1069,11 +1071,12 @@ class ProxALM:
                 return False, last
         return False, last
 
-    def _krylov_polish(self, x, y, z, tol_p, tol_d, refactorize=1, rounds=_KRYLOV_POLISH_ROUNDS,
-                       tight=False, warm_penalties=None):
+    def _krylov_polish(self, x, y, z, Ax, Cx, tol_p, tol_d, refactorize=1,
+                       rounds=_KRYLOV_POLISH_ROUNDS, tight=False, warm_penalties=None):
         """Solve the equality-constrained QP of the active set that z identifies by GMRES,
         preconditioned by the factorization at hand, and correct that set for a few rounds;
         (True, scaled (x, y, z)) when a result meets every stopping test, else (False, None).
+        ``Ax``, ``Cx``: the caller's constraint products at x.
 
         A warm start after a small data change (``Solver.update``) usually keeps most of its
         active set, and the ALM only has to move x and the multipliers along it: an outer
@@ -1108,7 +1111,6 @@ class ProxALM:
         changes_prev = math.inf
         on_f = kkt.active != 0
         sign = _z_signs(z)
-        Ax, Cx = self._ws.constraint_products(x)
         slack = 0.1 * tol_p * sc.F      # how far off J a row must be violated to enter
         for _ in range(rounds):
             on_j = sign != 0

@@ -349,10 +349,6 @@ def _npz_problem(name):
     return make_problem(H, D["g"], A, D["b"], C, D["l"], D["u"], name=name)
 
 
-def _mpc_inconsistent_752():
-    return _npz_problem("mpc_inconsistent_752")
-
-
 def test_closest_feasible_mpc_whose_polish_hung():
     """An MPC problem (n = 1,000, dynamics perturbed by 10%: inconsistent) whose shifted
     re-solve polishes with a sparse LU. The structural-rank test before that LU used scipy's
@@ -360,7 +356,7 @@ def test_closest_feasible_mpc_whose_polish_hung():
     chain-like pattern (scipy issue 26147). The solve now takes ~0.2 s. Its shifts match the
     two-stage reference, they are optimal, and x solves the QP shifted by them. Data:
     tests/data/mpc_inconsistent_752.npz (see section F of the README there)."""
-    P = _mpc_inconsistent_752()
+    P = _npz_problem("mpc_inconsistent_752")
     r = _solve(P, eps_abs=1e-7, eps_rel=0)
     assert r.status == Status.SOLVED_CLOSEST_FEASIBLE, f"{r.status!r} {r.message}"
     x, Cx = r.x, P.C @ r.x
@@ -380,7 +376,7 @@ def test_closest_feasible_mpc_whose_polish_hung():
                    "flat along A's null space, so x moves by 1.0 (objective 56.47 against "
                    "57.52). At eps_abs 1e-9 the solve ends in NUMERICAL_ERROR.")
 def test_closest_feasible_mpc_752_x_matches_two_stage():
-    P = _mpc_inconsistent_752()
+    P = _npz_problem("mpc_inconsistent_752")
     r = _solve(P, eps_abs=1e-7, eps_rel=0)
     ref = two_stage_closest(P)
     assert _inf(r.x - ref["x"]) <= 1e-5 * (1 + _inf(ref["x"]))
