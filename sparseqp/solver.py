@@ -282,6 +282,72 @@ class ProxALM:
         return (gap <= st.eps_abs + st.eps_rel * gscale
                 or gap <= st.gap_rel * oscale or gap <= 1e-13 * gscale)
 
+    def _gap_met_or_mended(self, x, y, z, Ax, Cx, tol_d, gap_terms=None):
+        """(y, z) when the point, whose residuals meet their tolerances, meets the duality-gap
+        test too: as it is, or with its multipliers moved off the residual's direction (see
+        :meth:`_drop_stray_multipliers`); None when neither does. ``gap_terms``: the point's
+        :meth:`_duality_gap` when the caller has it."""
+        if not self.st.check_duality_gap:
+            return y, z
+        if gap_terms is None:
+            gap_terms = self._duality_gap(x, y, z)
+        if self._gap_met(*gap_terms):
+            return y, z
+        mended = self._drop_stray_multipliers(x, y, z, Ax, Cx)
+        if mended is None:
+            return None
+        y2, z2 = mended
+        _, rd, _, _ = self._unscaled_residuals(x, y2, z2, Ax, Cx)
+        if rd <= tol_d and self._gap_met(*self._duality_gap(x, y2, z2)):
+            return y2, z2
+        return None
+
+    def _drop_stray_multipliers(self, x, y, z, Ax, Cx):
+        """Multipliers without their stray component along the primal residual, or None.
+
+        Where the rows that hold x (A and the rows with z_i != 0) are dependent and the data
+        leaves them inconsistent by less than the tolerance, part of the residual r =
+        (A x - b, C_J x - bound_J) lies in the left null space of M = [A; C_J]: no x reduces
+        it, and each ALM update adds it / mu to the multipliers. The residuals stay met, but
+        the duality gap holds r'(y, z_J), which grows without bound (random n = 1,000, A of
+        rank 249 with its 250 rows inconsistent by 1.3e-7 after a warm ``update``: y reached
+        2.7e6 along that direction, a gap of 0.34 at eps_abs 1e-5, SOLVED_INACCURATE after
+        105 iterations, where the cold solve stopped after 3 with a small y).
+
+        The null direction, from the factorization at hand (scaled): K (u, v) = (0, d) gives
+        -mu v = d on null(M') and shrinks d's other components by mu / (mu + lambda), lambda
+        the eigenvalues of M (H + rho I)^-1 M'; two such solves from d = r give a direction
+        delta with M' delta ~ 0. (y, z_J) moves along delta to cancel r'(y, z_J), which
+        leaves the dual residual as it was; the caller keeps the result only if the dual
+        residual and the gap then meet their tests. Rows outside the factorization's set
+        are left alone. None when there is no factorization, no such component, or the move
+        would flip the sign of a z_i."""
+        kkt, sc = self.kkt, self.sc
+        if kkt.solver is None or kkt.rho is None or kkt.mu_eq is None:
+            return None
+        n, m, p = sc.n, sc.m, sc.p
+        on = (z != 0) & (kkt.active != 0)
+        r = np.zeros(m + p)
+        if m:
+            r[:m] = Ax - sc.b
+        r[m:][on] = Cx[on] - np.where(z[on] > 0, sc.u[on], sc.l[on])
+        mu = np.concatenate([kkt.mu_eq, kkt.mu_in])
+        keep = np.concatenate([np.ones(m, dtype=bool), on])
+        delta = r
+        rhs = np.zeros(n + m + p)
+        for _ in range(2):
+            rhs[n:] = delta
+            v = kkt.solve(rhs)[n:]
+            delta = np.where(keep, -mu * v, 0.0)
+        denom = float(r @ delta)
+        if not (denom > 0 and math.isfinite(denom)):
+            return None
+        t = float(r[:m] @ y + r[m:] @ z) / denom
+        y2, z2 = y - t * delta[:m], z - t * delta[m:]
+        if np.any(np.sign(z2[on]) != np.sign(z[on])):
+            return None
+        return y2, z2
+
     def _shifted_kkt_met(self, x, y, z, Ax, Cx, tol_p):
         """Whether the closest-mode iterate (x, y, z) is a solution of the QP shifted by its
         own shift, the rest of the stopping tests: x satisfies those constraints exactly, the
@@ -786,6 +852,12 @@ class ProxALM:
             if resid_ok and (gap_terms is None or self._gap_met(*gap_terms)):
                 status = Status.SOLVED
                 break
+            if resid_ok and not closest:
+                mended = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d, gap_terms)
+                if mended is not None:
+                    y, z = mended
+                    status = Status.SOLVED
+                    break
             sign_now = _z_signs(z)
             if (polish and not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
                     and sign_prev is not None and np.array_equal(sign_now, sign_prev)
@@ -1053,8 +1125,9 @@ class ProxALM:
             zp = np.where(wrong, 0.0, z)
             rp, rd, _, _ = self._unscaled_residuals(x, y, zp, Axs, Cxs)
             if rp <= tol_p and rd <= tol_d and self._complementarity(zp, Cxs) <= tol_p:
-                if self._gap_met(*self._duality_gap(x, y, zp)):
-                    return True, (x, y, zp)
+                mended = self._gap_met_or_mended(x, y, zp, Axs, Cxs, tol_d)
+                if mended is not None:
+                    return True, (x, *mended)
             last = (x, y, zp)
             up = (sign == 0) & (Cxs > sc.u)
             lo = (sign == 0) & (Cxs < sc.l)
@@ -1165,11 +1238,11 @@ class ProxALM:
                 rp, rd, _, _ = self._unscaled_residuals(x, y, z, Ax, Cx)
                 if rp > tol_p or rd > tol_d or self._complementarity(z, Cx) > tol_p:
                     return False, None
-                if (self.st.check_duality_gap
-                        and not self._gap_met(*self._duality_gap(x, y, z))):
+                mended = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d)
+                if mended is None:
                     return False, None
                 self._polish_sign = sign
-                return True, (x, y, z)
+                return True, (x, *mended)
             if changes > (_PDAS_SHRINK if tight else _FULL_STEP_SHRINK) * changes_prev:
                 return False, None
             changes_prev = changes

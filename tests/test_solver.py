@@ -416,6 +416,37 @@ def test_closest_feasible_with_a_nearly_zero_row():
         _check_closest(P, r, eps=eps)
 
 
+def test_warm_resolve_of_dependent_rows_inconsistent_below_the_tolerance():
+    """Random n = 1,000 (seed 8914): A has 250 rows of rank 249. Moving A's entries by 1e-4
+    leaves b off its range by 1.3e-7, below eps_abs = 1e-5. No x reduces that residual, so
+    every ALM update pushed y along A's left null space: the warm re-solves ran ~100
+    iterations with met residuals while the duality gap (r'y, r the residual) grew, and ended
+    SOLVED_INACCURATE with |y| = 3.7e7 (found by tests/test_fuzz_update.py, seeds 4500-9000).
+    The multipliers' component along that null direction is now removed before the gap test
+    (ProxALM._drop_stray_multipliers): each re-solve is SOLVED in a few iterations, with
+    bounded multipliers and the cold solve's objective."""
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    p = PROBLEM_CLASSES["random"](1000, seed=8914)
+    assert np.linalg.matrix_rank(p.A.toarray()) == p.n_eq - 1
+    rng = np.random.default_rng(0)
+    A2 = p.A.copy()
+    A2.data = A2.data * (1 + 1e-4 * rng.standard_normal(A2.nnz))
+    g2 = p.g + 0.1 * np.abs(p.g).mean() * rng.standard_normal(p.n)
+    s = sparseqp.Solver(p.H, p.g, p.A, p.b, p.C, p.l, p.u, eps_abs=1e-5, eps_rel=0)
+    assert s.solve().status == Status.SOLVED
+    for kw, g in ((dict(A=A2), p.g), (dict(g=g2), g2)):
+        s.update(**kw)
+        r = s.solve()
+        P = make_problem(p.H, g, A2, p.b, p.C, p.l, p.u)
+        assert r.status == Status.SOLVED and r.nit <= 5, f"{r.status!r} {r.nit} {r.message}"
+        assert_kkt(r, P, 1e-5)
+        assert _inf(r.y) < 1e3
+        cold = _solve(P, eps_abs=1e-5, eps_rel=0)
+        assert cold.status == Status.SOLVED
+        assert abs(r.fun - cold.fun) <= 1e-6 * (1 + abs(cold.fun))
+
+
 def test_structural_rank_matches_scipy_and_scales():
     """_kernels.structural_rank (Hopcroft-Karp with dead-end marking) equals scipy's on
     random patterns, rectangular and structurally singular ones included, for both index
