@@ -22,6 +22,7 @@ multiplier component is now removed before the gap test (ProxALM._drop_stray_mul
 regression test in tests/test_solver.py). The same change fixed seed 1469, the one step
 session 9 skipped here by name (random, n = 60, A moved by 1e-4: inconsistent by about the
 tolerance, the cold solve SOLVED_INACCURATE with a duality gap of 100, the warm one SOLVED).
+With that change the test passes on seeds 0-8999, none skipped (12 min).
 ``SPARSEQP_FUZZ_SEEDS=a:b`` sets the seed range (default 0:200).
 """
 from __future__ import annotations
