@@ -22,12 +22,12 @@ import math
 import time
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _kernels
-from .kkt import KKTSystem, ScaledProblem, capacitance_lu, row_switch_product
+from .kkt import (KKTSystem, ScaledProblem, capacitance_lu, capacitance_solve,
+                  row_switch_product)
 from .refine import gmres_refine
 from .status import Status
 
@@ -488,7 +488,7 @@ class ProxALM:
 
         def precond(r):
             zv = kkt.solve_x_many(r)
-            return zv - W @ scipy.linalg.lu_solve(lu, CD @ zv, check_finite=False)
+            return zv - W @ capacitance_solve(lu, CD @ zv)
 
         return precond
 
