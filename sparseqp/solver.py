@@ -282,17 +282,19 @@ class ProxALM:
         return (gap <= st.eps_abs + st.eps_rel * gscale
                 or gap <= st.gap_rel * oscale or gap <= 1e-13 * gscale)
 
-    def _gap_met_or_mended(self, x, y, z, Ax, Cx, tol_d, gap_terms=None):
+    def _gap_met_or_mended(self, x, y, z, Ax, Cx, tol_d, gap_terms=None, mend=True):
         """(y, z) when the point, whose residuals meet their tolerances, meets the duality-gap
-        test too: as it is, or with its multipliers moved off the residual's direction (see
-        :meth:`_drop_stray_multipliers`); None when neither does. ``gap_terms``: the point's
-        :meth:`_duality_gap` when the caller has it."""
+        test too: as it is, or (``mend``) with its multipliers moved off the residual's
+        direction (see :meth:`_drop_stray_multipliers`); None when neither does.
+        ``gap_terms``: the point's :meth:`_duality_gap` when the caller has it."""
         if not self.st.check_duality_gap:
             return y, z
         if gap_terms is None:
             gap_terms = self._duality_gap(x, y, z)
         if self._gap_met(*gap_terms):
             return y, z
+        if not mend:
+            return None
         mended = self._drop_stray_multipliers(x, y, z, Ax, Cx)
         if mended is None:
             return None
@@ -849,13 +851,12 @@ class ProxALM:
             resid_ok = rp <= tol_p and rd <= tol_d and self._complementarity(z, Cx) <= tol_p
             gap_terms = (self._duality_gap(x, y, z) if resid_ok and st.check_duality_gap
                          else None)
-            if resid_ok and (gap_terms is None or self._gap_met(*gap_terms)):
-                status = Status.SOLVED
-                break
-            if resid_ok and not closest:
-                mended = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d, gap_terms)
-                if mended is not None:
-                    y, z = mended
+            if resid_ok:
+                # in closest mode the residual is the shift, not a stray direction: no mending
+                met = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d, gap_terms,
+                                              mend=not closest)
+                if met is not None:
+                    y, z = met
                     status = Status.SOLVED
                     break
             sign_now = _z_signs(z)
