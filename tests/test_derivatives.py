@@ -185,23 +185,27 @@ def active_inactive(r, p, tol=1e-7):
 
 def infeasible_problem(kind, seed=0, n=10):
     """Well-scaled base plus contradictory rows."""
-    p = well_scaled_qp(n=n, seed=seed)
+    return contradicted(well_scaled_qp(n=n, seed=seed), kind)
+
+
+def contradicted(p, kind, eq_gap=1.0, row=1, lo_gap=0.5, hi_gap=2.0):
+    """``p`` made inconsistent, with the ties fd_gradients needs: for ``kind`` "eq" or
+    "mixed", equality row 0 again with b_0 + ``eq_gap``; for "ineq" or "mixed", inequality
+    row ``row`` again with the range [u_row + lo_gap, u_row + hi_gap] (0 < lo_gap < hi_gap),
+    entirely above that row's upper bound. Returns (problem, ties)."""
     d = data_of(p)
     A, C = d["A"].toarray(), d["C"].toarray()
-    if kind in ("eq", "mixed"):
-        A = np.vstack([A, A[0]])
-        d["b"] = np.append(d["b"], d["b"][0] + 1.0)
-    if kind in ("ineq", "mixed"):
-        # row 1 duplicated with a range entirely above u[1]
-        C = np.vstack([C, C[1]])
-        d["l"] = np.append(d["l"], d["u"][1] + 0.5)
-        d["u"] = np.append(d["u"], d["u"][1] + 2.0)
-    q = make_problem(d["H"], d["g"], sp.csc_matrix(A), d["b"], sp.csc_matrix(C), d["l"], d["u"])
     ties = {}
     if kind in ("eq", "mixed"):
-        ties["A"] = [(0, q.n_eq - 1)]
+        A = np.vstack([A, A[0]])
+        d["b"] = np.append(d["b"], d["b"][0] + eq_gap)
+        ties["A"] = [(0, A.shape[0] - 1)]
     if kind in ("ineq", "mixed"):
-        ties["C"] = [(1, q.n_in - 1)]
+        C = np.vstack([C, C[row]])
+        d["l"] = np.append(d["l"], d["u"][row] + lo_gap)
+        d["u"] = np.append(d["u"], d["u"][row] + hi_gap)
+        ties["C"] = [(row, C.shape[0] - 1)]
+    q = make_problem(d["H"], d["g"], sp.csc_matrix(A), d["b"], sp.csc_matrix(C), d["l"], d["u"])
     return q, ties
 
 

@@ -20,14 +20,13 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from sparseqp import Status
-from sparseqp.problem import make_problem
 
 from test_derivatives import (
     active_inactive,
     compare_fd,
+    contradicted,
     data_of,
     fd_gradients,
     solve,
@@ -51,24 +50,14 @@ def _case(seed):
     base = well_scaled_qp(n=n, m=m, p=p, seed=seed, density=density)
     if kind == "feasible":
         return base, {}, Status.SOLVED, kind
-    d = data_of(base)
-    A, C = d["A"].toarray(), d["C"].toarray()
-    ties = {}
+    gaps = {}
     if kind in ("eq", "mixed"):
-        # row 0 again, with a right-hand side it cannot meet together with the first
-        A = np.vstack([A, A[0]])
-        d["b"] = np.append(d["b"], d["b"][0] + rng.uniform(0.2, 2.0))
-        ties["A"] = [(0, A.shape[0] - 1)]
+        gaps["eq_gap"] = rng.uniform(0.2, 2.0)
     if kind in ("ineq", "mixed"):
-        # a copy of one row whose range lies entirely above that row's upper bound
-        r = int(rng.integers(0, p))
-        C = np.vstack([C, C[r]])
-        lo = d["u"][r] + rng.uniform(0.1, 1.0)
-        d["l"] = np.append(d["l"], lo)
-        d["u"] = np.append(d["u"], lo + rng.uniform(0.5, 2.0))
-        ties["C"] = [(r, C.shape[0] - 1)]
-    q = make_problem(d["H"], d["g"], sp.csc_matrix(A), d["b"], sp.csc_matrix(C), d["l"],
-                     d["u"])
+        gaps["row"] = int(rng.integers(0, p))
+        gaps["lo_gap"] = rng.uniform(0.1, 1.0)
+        gaps["hi_gap"] = gaps["lo_gap"] + rng.uniform(0.5, 2.0)
+    q, ties = contradicted(base, kind, **gaps)
     return q, ties, Status.SOLVED_CLOSEST_FEASIBLE, kind
 
 
