@@ -908,6 +908,70 @@ def test_convexity_check_on_diagonally_dominant_costs():
         _check_convexity(bad)
 
 
+def test_ldl_negative_pivots_counts_the_inertia():
+    """The kernel behind the repeated convexity checks: on random sparse symmetric matrices
+    (PSD, singular PSD, indefinite) and random elimination orders, H + delta I has a negative
+    (or exactly zero) pivot exactly when it has a negative eigenvalue; where no pivot is
+    zero, their number is the number of negative eigenvalues."""
+    from sparseqp import _kernels
+    rng = np.random.default_rng(11)
+    seen = {"psd": 0, "indefinite": 0}
+    for t in range(600):
+        n = int(rng.integers(1, 30))
+        M = sp.random(n, n, density=rng.uniform(0.03, 0.5), random_state=rng).toarray()
+        kind = t % 3
+        if kind == 0:
+            S = M @ M.T + rng.uniform(-0.3, 0.3) * np.eye(n)
+        elif kind == 1:
+            S = M @ M.T                                  # PSD, singular when M is
+        else:
+            S = M + M.T + rng.uniform(-2.0, 2.0) * np.eye(n)
+        S[np.abs(S) < 1e-14] = 0.0
+        H = sp.csc_matrix(S)
+        delta = 1e-9 * max(float(np.max(np.abs(H.data), initial=0.0)), 1e-300)
+        ev = np.linalg.eigvalsh(S + delta * np.eye(n))
+        if abs(ev[0]) < 1e-7 * max(1.0, float(np.max(np.abs(ev)))) and ev[0] < 0:
+            continue                                     # too close to call
+        order = rng.permutation(n).astype(np.int64)
+        neg = _kernels.ldl_negative_pivots(H.indptr, H.indices, H.data, delta, order)
+        psd = ev[0] > 0
+        seen["psd" if psd else "indefinite"] += 1
+        assert (neg == 0) == psd, (t, neg, ev[0])
+        if neg > 0:
+            assert neg == int(np.sum(ev < 0)), (t, neg, ev)
+    assert min(seen.values()) > 100, seen
+    H = sp.csc_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="perm"):
+        _kernels.ldl_negative_pivots(H.indptr, H.indices, H.data, 0.0, np.array([0, 0, 1]))
+    with pytest.raises(ValueError, match="perm"):
+        _kernels.ldl_negative_pivots(H.indptr, H.indices, H.data, 0.0, np.array([0, 1]))
+
+
+def test_update_with_a_nonconvex_H_raises_and_keeps_the_solver():
+    """update(H=...) checks convexity in the elimination order of the first check (no new
+    ordering); a non-convex H on the same pattern is refused with the solver left as it was,
+    and a convex one is taken."""
+    P = gen("random_qp", n=60, n_eq=10, n_in=30, seed=3)
+    S = sparseqp.Solver(P.H, P.g, P.A, P.b, P.C, P.l, P.u, eps_abs=1e-9)
+    assert S._h_order is not None          # H is not diagonally dominant: factorized
+    r0 = S.solve()
+    assert r0.status == Status.SOLVED
+    lam_min = float(np.linalg.eigvalsh(P.H.toarray())[0])
+    H_bad = (P.H - (lam_min + 0.05) * sp.identity(P.n)).tocsc()   # eigenvalue -0.05
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        S.update(H=H_bad)
+    r1 = S.solve()
+    assert r1.status == Status.SOLVED
+    np.testing.assert_allclose(r1.x, r0.x, atol=1e-7)
+    assert r1.fun == pytest.approx(r0.fun, rel=1e-9, abs=1e-9)
+    H_ok = (P.H - 0.5 * lam_min * sp.identity(P.n)).tocsc()        # still convex
+    S.update(H=H_ok)
+    r2 = S.solve()
+    ref = sparseqp.solve(H_ok, P.g, P.A, P.b, P.C, P.l, P.u, eps_abs=1e-9)
+    assert r2.status == ref.status == Status.SOLVED
+    np.testing.assert_allclose(r2.x, ref.x, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # duality gap
 # ----------------------------------------------------------------------------------------------
