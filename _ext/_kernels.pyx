@@ -682,6 +682,40 @@ def box_violation(const double[::1] v, const double[::1] l, const double[::1] u,
                 out[i] = 0.0
 
 
+def complementarity(const double[::1] z, const double[::1] cx, const double[::1] l,
+                    const double[::1] u, const double[::1] scale):
+    """max over the rows with z_i != 0 of |bound_i - cx_i| / scale_i, the bound u_i where
+    z_i > 0 and l_i where z_i < 0, a distance that is not finite counting as 0 (the scaled
+    complementarity of ProxALM._complementarity, unscaled by ``scale`` = F)."""
+    cdef Py_ssize_t i, p = z.shape[0]
+    cdef double g, r, out = 0.0
+    with nogil:
+        for i in range(p):
+            if z[i] > 0.0:
+                g = u[i] - cx[i]
+            elif z[i] < 0.0:
+                g = cx[i] - l[i]
+            else:
+                continue
+            if not fabs(g) < INFINITY:
+                continue
+            r = fabs(fabs(g) / scale[i])
+            if r > out:
+                out = r
+    return out
+
+
+def z_signs(const double[::1] z):
+    """The active-set signs that multipliers z point at: 1 (upper bound), -1 (lower), 0, as
+    a new int8 array."""
+    cdef Py_ssize_t i, p = z.shape[0]
+    cdef signed char[::1] out = np.empty(p, dtype=np.int8)
+    with nogil:
+        for i in range(p):
+            out[i] = 1 if z[i] > 0.0 else (-1 if z[i] < 0.0 else 0)
+    return np.asarray(out)
+
+
 def scaled_inf_norm(const double[::1] v, const double[::1] scale, bint divide):
     """max_i |v_i / scale_i| (divide) or max_i |v_i * scale_i|."""
     cdef Py_ssize_t i, p = v.shape[0]

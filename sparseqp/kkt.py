@@ -77,15 +77,31 @@ def capacitance_solve(lu, b):
 def row_switch_product(CD, s, pos, n, N):
     """u -> sum_i s_i (e_i c_i' + c_i e_i') u (a new (N,) array): the change of the KKT
     matrix when the rows D enter (s_i = +1) or leave (s_i = -1) its active set; ``CD`` holds
-    their rows of C (scaled, CSR, x-part of length n), ``pos`` their multipliers' positions."""
+    their rows of C (scaled, CSR, x-part of length n), ``pos`` their multipliers' positions
+    (all >= n). One kernel call (``_krylov.switch_product``) per product."""
     CDt = CD.T.tocsr()
+    (cd_ptr, cd_ind), (cdt_ptr, cdt_ind) = _same_index_parts(CD, CDt)
+    cd_val, cdt_val = _f64(CD.data), _f64(CDt.data)
+    s, pos = _f64(s), _idx(pos)
+    product_kernel = _krylov.switch_product
 
     def product(u):
-        out = np.zeros(N)
-        out[:n] = CDt @ (s * u[pos])
-        out[pos] = s * (CD @ u[:n])
+        out = np.empty(N)
+        product_kernel(_f64(u), pos, s, cd_ptr, cd_ind, cd_val, cdt_ptr, cdt_ind, cdt_val, out)
         return out
     return product
+
+
+def _f64(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _same_index_parts(*mats):
+    """:func:`index_parts` of each matrix, all of one index type (int64 unless they agree)."""
+    parts = [index_parts(M) for M in mats]
+    if len({ip.dtype for ip, _ in parts}) > 1:
+        parts = [(_idx(ip), _idx(ix)) for ip, ix in parts]
+    return parts
 
 
 def index_parts(M):
@@ -498,7 +514,7 @@ class KKTSystem:
         Lam[idx, idx] = np.where(leaving, 0.0, -1.0 / mu)
         Gam[idx, k + idx] = np.where(leaving, mu, 1.0)
         Lam[idx, k + idx] = np.where(leaving, 1.0, 0.0)
-        pos = base + rows
+        pos = _idx(base + rows)
         UtG = np.vstack((GT[:, pos].T, CD @ GT[:, :n].T))     # U' G, (2k, k)
         cap = UtG @ Gam
         cap[:k] += Lam
@@ -510,11 +526,15 @@ class KKTSystem:
         lu = capacitance_lu(cap)
         if lu is None:
             return None
+        (cd_ptr, cd_ind), = _same_index_parts(CD)
+        cd_val = _f64(CD.data)
+        t = np.empty(2 * k)             # sig * [w[pos]; CD w[:n]]: getrs copies it
+        gather = _krylov.switch_gather
 
         def switched(v):
             w = solve(v)
-            t = np.concatenate((w[pos], CD @ w[:n]))
-            c = sig * capacitance_solve(lu, sig * t)
+            gather(w, pos, cd_ptr, cd_ind, cd_val, sig, t)
+            c = sig * capacitance_solve(lu, t)
             w -= (Gam @ c) @ GT
             w[pos] -= Lam @ c
             return w

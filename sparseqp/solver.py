@@ -172,10 +172,7 @@ class _NonConvex(Exception):
 
 def _z_signs(z):
     """Active-set signs that multipliers z point at: 1 (upper bound), -1 (lower), 0 (int8)."""
-    sign = np.zeros(z.shape[0], dtype=np.int8)
-    sign[z > 0] = 1
-    sign[z < 0] = -1
-    return sign
+    return _kernels.z_signs(np.ascontiguousarray(z, dtype=np.float64))
 
 
 class IterationState:
@@ -253,9 +250,7 @@ class ProxALM:
         sc = self.sc if sc is None else sc
         if not sc.p:
             return 0.0
-        gap = np.where(z > 0, sc.u - Cx, np.where(z < 0, Cx - sc.l, 0.0))
-        gap = np.where(np.isfinite(gap), np.abs(gap), 0.0)
-        return _kernels.scaled_inf_norm(gap, sc.F, True)
+        return _kernels.complementarity(z, Cx, sc.l, sc.u, sc.F)
 
     def _duality_gap(self, x, y, z, sc=None):
         """(|gap|, scale, objective scale), unscaled: gap = x'Hx + g'x + b'y + u'[z]_+ +
