@@ -144,6 +144,13 @@ _POLISH_SLOW_ITERS = 50
 _POLISH_MAX_N = 200_000  # KKT dimension above which no polish is tried (LU fill)
 _POLISH_REG = 1e-9  # (scaled) regularization when the active set's KKT matrix is singular ...
 _POLISH_REG_STEPS = 10  # ... and the refinement steps against the unregularized one
+# _drop_stray_multipliers: at most this many solves to filter the residual onto the left null
+# space of the rows holding x, stopping once the move they give changes the dual residual by
+# at most _STRAY_DUAL_SHARE of its tolerance, or when a solve filters by less than _STRAY_STALL
+_STRAY_SOLVES = 60
+_STRAY_DUAL_SHARE = 0.1
+_STRAY_STALL = 0.95
+_STRAY_DROPS = 4  # ... and at most this many rows whose multiplier the move brings to 0
 
 
 class _Stall:
@@ -290,7 +297,7 @@ class ProxALM:
             return y, z
         if not mend:
             return None
-        mended = self._drop_stray_multipliers(x, y, z, Ax, Cx)
+        mended = self._drop_stray_multipliers(x, y, z, Ax, Cx, tol_d)
         if mended is None:
             return None
         y2, z2 = mended
@@ -299,7 +306,7 @@ class ProxALM:
             return y2, z2
         return None
 
-    def _drop_stray_multipliers(self, x, y, z, Ax, Cx):
+    def _drop_stray_multipliers(self, x, y, z, Ax, Cx, tol_d):
         """Multipliers without their stray component along the primal residual, or None.
 
         Where the rows that hold x (A and the rows with z_i != 0) are dependent and the data
@@ -311,39 +318,78 @@ class ProxALM:
         2.7e6 along that direction, a gap of 0.34 at eps_abs 1e-5, SOLVED_INACCURATE after
         105 iterations, where the cold solve stopped after 3 with a small y).
 
-        The null direction, from the factorization at hand (scaled): K (u, v) = (0, d) gives
-        -mu v = d on null(M') and shrinks d's other components by mu / (mu + lambda), lambda
-        the eigenvalues of M (H + rho I)^-1 M'; two such solves from d = r give a direction
-        delta with M' delta ~ 0. (y, z_J) moves along delta to cancel r'(y, z_J), which
-        leaves the dual residual as it was; the caller keeps the result only if the dual
-        residual and the gap then meet their tests. Rows outside the factorization's set
-        are left alone. None when there is no factorization, no such component, or the move
-        would flip the sign of a z_i."""
+        The null direction, from the factorization at hand (scaled): with Mu the diagonal of
+        the penalties and S = M (H + rho I)^-1 M', K (u, v) = (0, Mu w) gives
+        -v = (S + Mu)^-1 Mu w, which keeps w on null(S) = null(M') and shrinks its other
+        components (by mu / (mu + lambda) where the penalties are equal, lambda the
+        eigenvalues of S). Repeated from w = r this converges to a direction w with M' w = 0,
+        along which (y, z_J) moves to cancel r'(y, z_J): the dual residual changes by t M' w.
+        The solves go on until that change is below a tenth of ``tol_d``. (Two solves of
+        d -> -mu v did while every row had the same penalty; with a warm start's, mu_eq = 1e-3
+        and mu_in = 0.1, that iteration's fixed point is Mu w, not a null vector: at random
+        n = 150 the move left a dual residual of 15 and the re-solve ended SOLVED_INACCURATE
+        after 105 iterations, where the cold solve took 1.) The caller keeps the result only
+        if the dual residual and the gap then meet their tests. Where the move would flip the
+        sign of some z_i (a dependent inequality row whose multiplier carries part of the
+        stray component: random n = 1,000 after A moved by 1e-4, SOLVED_INACCURATE after 105
+        iterations), it stops where the first of them reaches 0, that row leaves the rows
+        holding x, and the rest of r'(y, z_J) is cancelled along the null direction of the
+        others (at most _STRAY_DROPS times). Rows outside the factorization's set are left
+        alone. None when there is no factorization or no such component."""
         kkt, sc = self.kkt, self.sc
         if kkt.solver is None or kkt.rho is None or kkt.mu_eq is None:
             return None
         n, m, p = sc.n, sc.m, sc.p
         on = (z != 0) & (kkt.active != 0)
-        r = np.zeros(m + p)
-        if m:
-            r[:m] = Ax - sc.b
-        r[m:][on] = Cx[on] - np.where(z[on] > 0, sc.u[on], sc.l[on])
+        bound = np.where(z > 0, sc.u, sc.l)
         mu = np.concatenate([kkt.mu_eq, kkt.mu_in])
-        keep = np.concatenate([np.ones(m, dtype=bool), on])
-        delta = r
         rhs = np.zeros(n + m + p)
-        for _ in range(2):
-            rhs[n:] = delta
-            v = kkt.solve(rhs)[n:]
-            delta = np.where(keep, -mu * v, 0.0)
-        denom = float(r @ delta)
-        if not (denom > 0 and math.isfinite(denom)):
-            return None
-        t = float(r[:m] @ y + r[m:] @ z) / denom
-        y2, z2 = y - t * delta[:m], z - t * delta[m:]
-        if np.any(np.sign(z2[on]) != np.sign(z[on])):
-            return None
-        return y2, z2
+        moved = False
+        for _ in range(_STRAY_DROPS + 1):
+            r = np.zeros(m + p)
+            if m:
+                r[:m] = Ax - sc.b
+            r[m:][on] = Cx[on] - bound[on]
+            keep = np.concatenate([np.ones(m, dtype=bool), on])
+            ry = float(r[:m] @ y + r[m:] @ z)
+            r_norm = float(np.max(np.abs(r), initial=0.0))
+            w, t = r, None
+            change_prev = math.inf
+            for _ in range(_STRAY_SOLVES):
+                rhs[n:] = mu * w
+                w = np.where(keep, -kkt.solve(rhs)[n:], 0.0)
+                denom = float(r @ w)
+                # no component of r along null(M'): nothing stray (left) to remove
+                if not (abs(denom) > 1e-12 * r_norm * float(np.max(np.abs(w), initial=0.0))
+                        and math.isfinite(denom)):
+                    return (y, z) if moved else None
+                t = ry / denom
+                # the dual residual's change by the move, unscaled
+                dual = np.zeros(n)
+                if m:
+                    dual += sc.At @ w[:m]
+                if p:
+                    dual += sc.Ct @ w[m:]
+                change = abs(t) * float(np.max(np.abs(dual * self._dual_unscale), initial=0.0))
+                if change <= _STRAY_DUAL_SHARE * tol_d or change > _STRAY_STALL * change_prev:
+                    break
+                change_prev = change
+            step_z = t * w[m:]
+            z2 = z - step_z
+            flips = on & (np.sign(z2) != np.sign(z))
+            if not flips.any():
+                return y - t * w[:m], z2
+            # the share of the move at which the first flipping multiplier reaches 0
+            share = np.full(p, np.inf)
+            share[flips] = z[flips] / step_z[flips]
+            i = int(np.argmin(share))
+            s_i = float(share[i])
+            y = y - (s_i * t) * w[:m]
+            z = z - s_i * step_z
+            z[i] = 0.0
+            on[i] = False
+            moved = True
+        return y, z
 
     def _shifted_kkt_met(self, x, y, z, Ax, Cx, tol_p):
         """Whether the closest-mode iterate (x, y, z) is a solution of the QP shifted by its

@@ -447,6 +447,45 @@ def test_warm_resolve_of_dependent_rows_inconsistent_below_the_tolerance():
         assert abs(r.fun - cold.fun) <= 1e-6 * (1 + abs(cold.fun))
 
 
+@pytest.mark.parametrize("seed, last", [(14733, 0), (13938, 0), (14766, 1)])
+def test_warm_resolve_with_stray_multipliers_under_unequal_penalties(seed, last):
+    """Warm-update fuzz seeds 14733, 13938, 14766 (random, n = 150-1,000, eps_abs 1e-5; b, l/u
+    or A moved by 1e-4): rows holding x are dependent and inconsistent below the tolerance,
+    as in seed 8914, but the warm penalties differ between rows (mu_eq 1e-3, mu_in 0.1). The
+    stray-multiplier removal iterated toward Mu w instead of a null vector w (a dual residual
+    of 15 after the move), or the move flipped an inequality multiplier's sign; each re-solve
+    ran 105 iterations and ended SOLVED_INACCURATE where the cold solve was SOLVED. Now it is
+    SOLVED in a few iterations with the cold objective."""
+    from test_fuzz_update import _CLASSES, _move
+
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    rng = np.random.default_rng(seed)
+    cls = str(rng.choice(_CLASSES))
+    n = int(rng.choice([60, 150, 400, 1000]))
+    eps = float(rng.choice([1e-5, 1e-7, 1e-9]))
+    assert (cls, eps) == ("random", 1e-5)
+    p = PROBLEM_CLASSES[cls](n, seed=seed)
+    data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(), p.u.copy()]
+    keys = ("H", "g", "A", "b", "C", "l", "u")
+    solver = sparseqp.Solver(*data, eps_abs=eps, eps_rel=0)
+    assert solver.solve().status == Status.SOLVED
+    for k in range(last + 1):
+        what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
+        scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
+        kw = _move(rng, what, scale, data)
+        for key, v in kw.items():
+            data[keys.index(key)] = v
+        solver.update(**kw)
+        r = solver.solve()
+        assert r.status == Status.SOLVED and r.nit <= 5, f"step {k}: {r.status!r} {r.nit}"
+    P = make_problem(*data)
+    assert_kkt(r, P, eps)
+    cold = _solve(P, eps_abs=eps, eps_rel=0)
+    assert cold.status == Status.SOLVED
+    assert abs(r.fun - cold.fun) <= 1e-6 * (1 + abs(cold.fun))
+
+
 def test_structural_rank_matches_scipy_and_scales():
     """_kernels.structural_rank (Hopcroft-Karp with dead-end marking) equals scipy's on
     random patterns, rectangular and structurally singular ones included, for both index
