@@ -588,21 +588,28 @@ def ldl_solve4(const index_t[::1] Lp, const index_t[::1] Li, const double[::1] L
 # numpy and scipy calls per use (~30 us per switched solve at mpc n = 1,000, two per warm
 # re-solve there).
 
+cdef inline double _csr_row_dot(const index_t[::1] ptr, const index_t[::1] ind,
+                                const double[::1] val, const double[::1] x,
+                                Py_ssize_t i) noexcept nogil:
+    """Row i of a CSR matrix times x, summed from 0.0 in storage order (scipy's csr_matvec)."""
+    cdef double acc = 0.0
+    cdef Py_ssize_t j
+    for j in range(ptr[i], ptr[i + 1]):
+        acc = acc + val[j] * x[ind[j]]
+    return acc
+
+
 def switch_gather(const double[::1] w, const long long[::1] pos, const index_t[::1] cd_ptr,
                   const index_t[::1] cd_ind, const double[::1] cd_val, const double[::1] sig,
                   double[::1] out):
     """out = sig * [w[pos]; CD w[:n]] for the k rows D (``pos``: their multipliers'
     positions in the KKT vector, CD: their rows of C as CSR, k x n); out has length 2k."""
-    cdef Py_ssize_t k = pos.shape[0], i, j
-    cdef double acc
+    cdef Py_ssize_t k = pos.shape[0], i
     with nogil:
         for i in range(k):
             out[i] = sig[i] * w[pos[i]]
         for i in range(k):
-            acc = 0.0
-            for j in range(cd_ptr[i], cd_ptr[i + 1]):
-                acc = acc + cd_val[j] * w[cd_ind[j]]
-            out[k + i] = sig[k + i] * acc
+            out[k + i] = sig[k + i] * _csr_row_dot(cd_ptr, cd_ind, cd_val, w, i)
 
 
 def switch_product(const double[::1] u, const long long[::1] pos, const double[::1] s,
@@ -612,8 +619,7 @@ def switch_product(const double[::1] u, const long long[::1] pos, const double[:
     """out = sum_i s_i (e_i c_i' + c_i e_i') u (out has the KKT length N, zeroed here):
     out[:n] = CD' (s * u[pos]), out[pos] = s * (CD u[:n]), CD (k x n) and its transpose
     CD' (n x k) as CSR."""
-    cdef Py_ssize_t k = pos.shape[0], n = cdt_ptr.shape[0] - 1, i, j
-    cdef double acc
+    cdef Py_ssize_t k = pos.shape[0], n = cdt_ptr.shape[0] - 1, i
     cdef double[::1] su = np.empty(k)
     with nogil:
         for i in range(out.shape[0]):
@@ -621,12 +627,6 @@ def switch_product(const double[::1] u, const long long[::1] pos, const double[:
         for i in range(k):
             su[i] = s[i] * u[pos[i]]
         for i in range(n):
-            acc = 0.0
-            for j in range(cdt_ptr[i], cdt_ptr[i + 1]):
-                acc = acc + cdt_val[j] * su[cdt_ind[j]]
-            out[i] = acc
+            out[i] = _csr_row_dot(cdt_ptr, cdt_ind, cdt_val, su, i)
         for i in range(k):
-            acc = 0.0
-            for j in range(cd_ptr[i], cd_ptr[i + 1]):
-                acc = acc + cd_val[j] * u[cd_ind[j]]
-            out[pos[i]] = s[i] * acc
+            out[pos[i]] = s[i] * _csr_row_dot(cd_ptr, cd_ind, cd_val, u, i)
