@@ -190,6 +190,15 @@ class ScaledProblem:
         """C' as CSR: the arrays of C's CSC."""
         return sp.csr_matrix(self.c_csc[::-1], shape=(self.n, self.p))
 
+    def constraints_t(self, v_eq, v_in):
+        """A' v_eq + C' v_in of the scaled matrices (a new (n,) array); v_eq (m,), v_in (p,)."""
+        v = np.zeros(self.n)
+        if self.m:
+            v += self.At @ v_eq
+        if self.p:
+            v += self.Ct @ v_in
+        return v
+
     def with_rhs(self, problem: Problem):
         """Copy for new b, l, u of the same matrices and g: the scaling (which depends only on
         H, A, C, g) and the KKT values are shared, so a factorization stays valid."""

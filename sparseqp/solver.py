@@ -365,11 +365,7 @@ class ProxALM:
                     return (y, z) if moved else None
                 t = ry / denom
                 # the dual residual's change by the move, unscaled
-                dual = np.zeros(n)
-                if m:
-                    dual += sc.At @ w[:m]
-                if p:
-                    dual += sc.Ct @ w[m:]
+                dual = sc.constraints_t(w[:m], w[m:])
                 change = abs(t) * float(np.max(np.abs(dual * self._dual_unscale), initial=0.0))
                 if change <= _STRAY_DUAL_SHARE * tol_d or change > _STRAY_STALL * change_prev:
                     break
@@ -414,11 +410,7 @@ class ProxALM:
         """|A's_eq + C's_in| (unscaled), the optimality of the constraint shift."""
         sc = self.sc
         s_eq, s_in = self._shifts(Ax, Cx)
-        v = np.zeros(sc.n)
-        if sc.m:
-            v += sc.At @ (s_eq / sc.E ** 2)
-        if sc.p:
-            v += sc.Ct @ (s_in / sc.F ** 2)
+        v = sc.constraints_t(s_eq / sc.E ** 2, s_in / sc.F ** 2)
         return float(np.max(np.abs(v / sc.D))) if sc.n else 0.0
 
     # ---------------------------------------------------------------------------------------
@@ -745,11 +737,7 @@ class ProxALM:
             return None
         dy, dz = dy / norm, dz / norm
         # A'dy + C'dz (unscaled) = D^{-1} (A~' E^{-1} dy + C~' F^{-1} dz)
-        v = np.zeros(sc.n)
-        if sc.m:
-            v += sc.At @ (dy / sc.E)
-        if sc.p:
-            v += sc.Ct @ (dz / sc.F)
+        v = sc.constraints_t(dy / sc.E, dz / sc.F)
         v /= sc.D
         if np.max(np.abs(v), initial=0.0) > eps:
             return None
