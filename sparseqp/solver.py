@@ -107,13 +107,17 @@ _KRYLOV_COLD_TRIES = 3
 # portfolio 5k/20k 25/24 -> 14/17, box 1k/5k/20k 14/15/14 -> 11/13/12, mpc 11/8/7 -> 6/6/5,
 # lasso 1k/5k 8/11 -> 3/4; worse where the rounds do not settle: random 1k/20k 9/18 -> 11/22,
 # lasso 20k 6 -> 8, portfolio 1k 30 -> 31. A shrink of 0.7 lost portfolio 20k (its rounds
-# shrink by 0.54-0.84: 29 factorizations).
+# shrink by 0.54-0.84: 29 factorizations). The factor was 10 until session 12: at 1e-8 / 1e-7
+# the LDL' solves' backward error (growing like 1/mu) left lasso 20k's settled set a dual
+# residual of 2.7e-5 (the ALM then took 4 more factorizations: 8 -> 4, 0.92 -> 0.53 s at 1000).
+# Elsewhere the same counts, except Maros-Meszaros: 15,844 -> 15,868 factorizations (LISWET*,
+# STADAT1/2: the rounds get further before they cycle, +1 to +6 each).
 # Only where H has curvature along most coordinates: on LP-like problems the rounds seldom
 # settle and a failed try costs ~2 factorizations (Maros-Meszaros: 45 problems more, 7 fewer,
 # mostly the LP-like Q* ones, whose H has 3-38% of its diagonal positive; lasso has 98%).
 _PDAS_CURVED = 0.9
 _PDAS_ROUNDS = 12
-_PDAS_MU_FACTOR = 10.0
+_PDAS_MU_FACTOR = 1000.0
 _PDAS_SHRINK = 0.9
 # Closest mode: the smallest row penalty is at least this times mu_closest. The penalties
 # follow the squared row scalings, which spanned 1e10 on a QP with a row of norm 3.5e-5
