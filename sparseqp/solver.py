@@ -96,6 +96,9 @@ _KRYLOV_POLISH_SOLVES = 12     # ... or one factorization's worth (flop model) i
 # steadily but slower than a halving per step (equality n = 20,000: 16 solves where the plain
 # test stopped it at 6 and the run took a second factorization, 0.21 -> 0.16 s)
 _KRYLOV_POLISH_ROUNDS = 3
+# ... of which at most this many on a settled set whose residual the solves' rounding left
+# above tolerance (lasso 20k cold: 8 -> 4 factorizations; random 1k 11 -> 9)
+_POLISH_REFINES = 2
 # ... and of a cold run: at most this many tries, each on a new factorization, whenever z's
 # signs are those of the previous outer iteration (also tried: only once both residuals were
 # within 1e3 of their tolerances: equality 5k 3 factorizations instead of 1, lasso 5k 11 as now)
@@ -107,17 +110,17 @@ _KRYLOV_COLD_TRIES = 3
 # portfolio 5k/20k 25/24 -> 14/17, box 1k/5k/20k 14/15/14 -> 11/13/12, mpc 11/8/7 -> 6/6/5,
 # lasso 1k/5k 8/11 -> 3/4; worse where the rounds do not settle: random 1k/20k 9/18 -> 11/22,
 # lasso 20k 6 -> 8, portfolio 1k 30 -> 31. A shrink of 0.7 lost portfolio 20k (its rounds
-# shrink by 0.54-0.84: 29 factorizations). The factor was 10 until session 12: at 1e-8 / 1e-7
-# the LDL' solves' backward error (growing like 1/mu) left lasso 20k's settled set a dual
-# residual of 2.7e-5 (the ALM then took 4 more factorizations: 8 -> 4, 0.92 -> 0.53 s at 1000).
-# Elsewhere the same counts, except Maros-Meszaros: 15,844 -> 15,868 factorizations (LISWET*,
-# STADAT1/2: the rounds get further before they cycle, +1 to +6 each).
+# shrink by 0.54-0.84: 29 factorizations). At 1e-8 / 1e-7 the solves' backward error (growing
+# like 1/mu) left lasso 20k's settled set a dual residual of 2.7e-5; a factor of 1000 fixed that
+# (8 -> 4 factorizations) but its factorization, kept for warm starts, cost every warm re-solve
+# a GMRES solve more (mpc 1k: 2 -> 3), so the polish refines on a settled set instead
+# (_POLISH_REFINES).
 # Only where H has curvature along most coordinates: on LP-like problems the rounds seldom
 # settle and a failed try costs ~2 factorizations (Maros-Meszaros: 45 problems more, 7 fewer,
 # mostly the LP-like Q* ones, whose H has 3-38% of its diagonal positive; lasso has 98%).
 _PDAS_CURVED = 0.9
 _PDAS_ROUNDS = 12
-_PDAS_MU_FACTOR = 1000.0
+_PDAS_MU_FACTOR = 10.0
 _PDAS_SHRINK = 0.9
 # Closest mode: the smallest row penalty is at least this times mu_closest. The penalties
 # follow the squared row scalings, which spanned 1e10 on a QP with a row of norm 3.5e-5
@@ -1216,6 +1219,7 @@ class ProxALM:
             n_refact = 1
         solve = kkt.many_solves()
         changes_prev = math.inf
+        n_refine, miss_prev = 0, math.inf
         on_f = kkt.active != 0
         sign = _z_signs(z)
         slack = 0.1 * tol_p * sc.F      # how far off J a row must be violated to enter
@@ -1276,6 +1280,14 @@ class ProxALM:
             if not changes:
                 rp, rd, _, _ = self._unscaled_residuals(x, y, z, Ax, Cx)
                 if rp > tol_p or rd > tol_d or self._complementarity(z, Cx) > tol_p:
+                    # the set has settled but the solves' rounding left the residual above
+                    # tolerance (their backward error grows like 1/mu): another round on the
+                    # same set refines it while that at least halves the residual
+                    miss = max(rp / tol_p, rd / tol_d)
+                    if n_refine < _POLISH_REFINES and miss < 0.5 * miss_prev:
+                        n_refine += 1
+                        miss_prev = miss
+                        continue
                     return False, None
                 mended = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d)
                 if mended is None:
