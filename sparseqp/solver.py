@@ -103,6 +103,11 @@ _POLISH_REFINES = 2
 # signs are those of the previous outer iteration (also tried: only once both residuals were
 # within 1e3 of their tolerances: equality 5k 3 factorizations instead of 1, lasso 5k 11 as now)
 _KRYLOV_COLD_TRIES = 3
+# ... also in the shifted re-solves of closest mode, and again on the same factorization once
+# the residuals fell this much since the last try (the ALM at fixed penalties: a shifted
+# re-solve at eps_abs 1e-9 crept 8% per iteration for 300 iterations and ended in
+# NUMERICAL_ERROR with its dual residual at the rounding floor; the polish solved it in 11)
+_KRYLOV_RETRY_GAIN = 1e-3
 # Primal-dual active-set rounds after a cold run's first outer iteration (_krylov_polish with
 # tight=True): at most _PDAS_ROUNDS rounds, each on a factorization of the guessed set at
 # _PDAS_MU_FACTOR times the smallest penalties, kept while the rows that change shrink by
@@ -858,7 +863,7 @@ class ProxALM:
                 mu_eq, mu_in = self._at_polish_penalties()
                 state = IterationState(x, y, z, mu_eq, mu_in, self._active.copy(), closest)
                 return Status.SOLVED, state, info
-        sign_prev, krylov_tries, krylov_fact = None, 0, None
+        sign_prev, krylov_tries, krylov_fact, krylov_res = None, 0, None, math.inf
         # longer steps (see _longer_step) only while a cold run is at its starting penalties:
         # a warm start (penalties carried over) is near its solution, where they only cost
         # Newton steps (a warm re-solve of random n = 400 at eps_abs 1e-8: 17 -> 22 Newton
@@ -896,13 +901,15 @@ class ProxALM:
                     status = Status.SOLVED
                     break
             sign_now = _z_signs(z)
-            if (polish and not closest and self.allow_closest and krylov_tries < _KRYLOV_COLD_TRIES
+            if (polish and not closest and krylov_tries < _KRYLOV_COLD_TRIES
                     and sign_prev is not None and np.array_equal(sign_now, sign_prev)
-                    and self.kkt.fact_id != krylov_fact):
+                    and (self.kkt.fact_id != krylov_fact
+                         or max(rp, rd) <= _KRYLOV_RETRY_GAIN * krylov_res)):
                 # a settled active set: its equality QP may finish the run (the ALM needs an
                 # outer iteration per digit or so, and a factorization per penalty change)
                 krylov_tries += 1
                 krylov_fact = self.kkt.fact_id
+                krylov_res = max(rp, rd)
                 ok, cand = self._krylov_polish(x, y, z, Ax, Cx, tol_p, tol_d, refactorize=0)
                 if ok:
                     x, y, z = cand

@@ -508,6 +508,38 @@ def test_warm_resolve_with_stray_multipliers_under_unequal_penalties(seed, last)
     assert abs(r.fun - cold.fun) <= 1e-6 * (1 + abs(cold.fun))
 
 
+@pytest.mark.parametrize("seed, last, eps", [(14037, 1, 1e-9), (14926, 2, 1e-7)])
+def test_closest_shifted_resolve_polishes_at_tight_tolerance(seed, last, eps):
+    """Warm-update fuzz seeds 14037 and 14926 (random, n = 1,000, made inconsistent), cold
+    solves: the shifted re-solve of closest mode ran its ALM at fixed penalties, the primal
+    residual creeping down 8% per iteration while the dual residual sat at its rounding
+    floor, 1-5x the tolerance; after 350 iterations the run ended in NUMERICAL_ERROR. The
+    active-set polish was not tried in shifted re-solves, nor again on the same
+    factorization. Now it is (once the residuals fell 1e3x since the last try), and the solves
+    end SOLVED_CLOSEST_FEASIBLE in about a dozen iterations, matching the two-stage
+    reference."""
+    from test_fuzz_update import _CLASSES, _move
+
+    from sparseqp.problems import PROBLEM_CLASSES
+
+    rng = np.random.default_rng(seed)
+    cls = str(rng.choice(_CLASSES))
+    n = int(rng.choice([60, 150, 400, 1000]))
+    assert (cls, float(rng.choice([1e-5, 1e-7, 1e-9]))) == ("random", eps)
+    p = PROBLEM_CLASSES[cls](n, seed=seed)
+    data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(), p.u.copy()]
+    keys = ("H", "g", "A", "b", "C", "l", "u")
+    for _ in range(last + 1):
+        what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
+        scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
+        for key, v in _move(rng, what, scale, data).items():
+            data[keys.index(key)] = v
+    P = make_problem(*data)
+    r = _solve(P, eps_abs=eps, eps_rel=0)
+    assert r.nit <= 50, f"{r.status!r} after {r.nit} iterations"
+    _check_closest(P, r, eps)
+
+
 def test_structural_rank_matches_scipy_and_scales():
     """_kernels.structural_rank (Hopcroft-Karp with dead-end marking) equals scipy's on
     random patterns, rectangular and structurally singular ones included, for both index
