@@ -1213,6 +1213,8 @@ class ProxALM:
         at the current penalties, or at _PDAS_MU_FACTOR times the smallest ones when
         ``tight`` (the rounds of a cold start, far from the ALM's end), or, when the values
         changed since the last factorization, at ``warm_penalties`` (rho, mu_eq, mu_in).
+        Once no row changes, a residual still above tolerance gets up to _POLISH_REFINES more
+        rounds on the same J (iterative refinement of the solves' rounding).
         """
         kkt, sc = self.kkt, self.sc
         n, m, p = sc.n, sc.m, sc.p
