@@ -72,9 +72,39 @@ _KNOWN = {
     23098: "random n=1000 eps 1e-9, b moved 1e-4 twice: cold NUMERICAL_ERROR (shifted re-solve "
            "stalls at dual residual 8e-6)",
 }
+_KEYS = ("H", "g", "A", "b", "C", "l", "u")
+
+
 def _seeds():
     a, b = os.environ.get("SPARSEQP_FUZZ_SEEDS", "0:200").split(":")
     return range(int(a), int(b))
+
+
+def _seed_case(s):
+    """(rng, class, n, eps_abs, data) of seed ``s``: its generator after the draws that chose
+    the problem, and the problem's data (copies) as a list in _KEYS order. The regression
+    tests in test_solver.py replay fuzz seeds through this and :func:`_steps`."""
+    rng = np.random.default_rng(s)
+    cls = str(rng.choice(_CLASSES))
+    n = int(rng.choice([60, 150, 400, 1000]))
+    eps = float(rng.choice([1e-5, 1e-7, 1e-9]))
+    p = PROBLEM_CLASSES[cls](n, seed=s)
+    data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(), p.u.copy()]
+    return rng, cls, n, eps, data
+
+
+def _steps(rng, data, count=4):
+    """Yield (step, what, scale, kw) for the seed's updates, each already written into
+    ``data``; steps with nothing to move are skipped (their draws still made)."""
+    for k in range(count):
+        what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
+        scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
+        kw = _move(rng, what, scale, data)
+        if not kw:
+            continue
+        for key, v in kw.items():
+            data[_KEYS.index(key)] = v
+        yield k, what, scale, kw
 
 
 def _move(rng, what, scale, data):
@@ -105,24 +135,10 @@ def test_warm_updates_match_cold_solves():
     failures, known = [], []
     n_checked = 0
     for s in _seeds():
-        rng = np.random.default_rng(s)
-        cls = str(rng.choice(_CLASSES))
-        n = int(rng.choice([60, 150, 400, 1000]))
-        eps = float(rng.choice([1e-5, 1e-7, 1e-9]))
-        p = PROBLEM_CLASSES[cls](n, seed=s)
-        data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(),
-                p.u.copy()]
-        keys = ("H", "g", "A", "b", "C", "l", "u")
+        rng, cls, n, eps, data = _seed_case(s)
         solver = sparseqp.Solver(*data, eps_abs=eps, eps_rel=0, time_limit=60.0)
         solver.solve()
-        for k in range(4):
-            what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
-            scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
-            kw = _move(rng, what, scale, data)
-            if not kw:
-                continue
-            for key, v in kw.items():
-                data[keys.index(key)] = v
+        for k, what, scale, kw in _steps(rng, data):
             solver.update(**kw)
             warm = solver.solve()
             cold = sparseqp.solve(*data, eps_abs=eps, eps_rel=0, time_limit=60.0)

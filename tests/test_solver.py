@@ -478,26 +478,13 @@ def test_warm_resolve_with_stray_multipliers_under_unequal_penalties(seed, last)
     of 15 after the move), or the move flipped an inequality multiplier's sign; each re-solve
     ran 105 iterations and ended SOLVED_INACCURATE where the cold solve was SOLVED. Now it is
     SOLVED in a few iterations with the cold objective."""
-    from test_fuzz_update import _CLASSES, _move
+    from test_fuzz_update import _seed_case, _steps
 
-    from sparseqp.problems import PROBLEM_CLASSES
-
-    rng = np.random.default_rng(seed)
-    cls = str(rng.choice(_CLASSES))
-    n = int(rng.choice([60, 150, 400, 1000]))
-    eps = float(rng.choice([1e-5, 1e-7, 1e-9]))
-    assert (cls, eps) == ("random", 1e-5)
-    p = PROBLEM_CLASSES[cls](n, seed=seed)
-    data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(), p.u.copy()]
-    keys = ("H", "g", "A", "b", "C", "l", "u")
+    rng, cls, _, eps, data = _seed_case(seed)
+    assert (cls, eps) == ("random", 1e-5)   # every step of a random problem moves something
     solver = sparseqp.Solver(*data, eps_abs=eps, eps_rel=0)
     assert solver.solve().status == Status.SOLVED
-    for k in range(last + 1):
-        what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
-        scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
-        kw = _move(rng, what, scale, data)
-        for key, v in kw.items():
-            data[keys.index(key)] = v
+    for k, _, _, kw in _steps(rng, data, last + 1):
         solver.update(**kw)
         r = solver.solve()
         assert r.status == Status.SOLVED and r.nit <= 5, f"step {k}: {r.status!r} {r.nit}"
@@ -518,22 +505,12 @@ def test_closest_shifted_resolve_polishes_at_tight_tolerance(seed, last, eps):
     factorization. Now it is (once the residuals fell 1e3x since the last try), and the solves
     end SOLVED_CLOSEST_FEASIBLE in about a dozen iterations, matching the two-stage
     reference."""
-    from test_fuzz_update import _CLASSES, _move
+    from test_fuzz_update import _seed_case, _steps
 
-    from sparseqp.problems import PROBLEM_CLASSES
-
-    rng = np.random.default_rng(seed)
-    cls = str(rng.choice(_CLASSES))
-    n = int(rng.choice([60, 150, 400, 1000]))
-    assert (cls, float(rng.choice([1e-5, 1e-7, 1e-9]))) == ("random", eps)
-    p = PROBLEM_CLASSES[cls](n, seed=seed)
-    data = [p.H.copy(), p.g.copy(), p.A.copy(), p.b.copy(), p.C.copy(), p.l.copy(), p.u.copy()]
-    keys = ("H", "g", "A", "b", "C", "l", "u")
-    for _ in range(last + 1):
-        what = str(rng.choice(["g", "g", "b", "lu", "H", "A"]))
-        scale = float(rng.choice([1e-4, 1e-3, 1e-2, 1e-1]))
-        for key, v in _move(rng, what, scale, data).items():
-            data[keys.index(key)] = v
+    rng, cls, _, eps_drawn, data = _seed_case(seed)
+    assert (cls, eps_drawn) == ("random", eps)
+    for _ in _steps(rng, data, last + 1):
+        pass
     P = make_problem(*data)
     r = _solve(P, eps_abs=eps, eps_rel=0)
     assert r.nit <= 50, f"{r.status!r} after {r.nit} iterations"
