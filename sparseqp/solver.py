@@ -143,6 +143,12 @@ _INNER_HOVER_FACTOR = 10.0  # ... within this factor of its target: the rounding
 _FLOOR_SHARE = 1.0  # penalties shrink no lower than a dual rounding floor of this x tol_d
 _FLOOR_MIN_SHRINK = 0.3  # ... and not at all when that bound leaves more than this factor
 _FLOOR_PATIENCE = 3  # ... while the primal residual fell by 10% within this many iterations
+# A stalled point whose every residual row is within this factor of its rounding floor (eps
+# times the size of the row's terms) ends SOLVED_INACCURATE, not NUMERICAL_ERROR: at eps_abs
+# 1e-9 Maros-Meszaros QGFRDXPN and QSHELL stall at 5-7x (dual terms of 1e7-1e8)
+_FLOOR_ACCEPT = 10.0
+_FLOOR_GATE = 1e3  # ... tested only where the residuals are within this factor of tolerance
+_FLOOR_STALL_ITERS = 25  # ... and ends the run after this many iterations without a 1% gain
 _PROX_SHARE = 0.5  # dual residual made of the proximal term rho (x - x_e) (see _extrapolate)
 # Polish (see _polish): at most this many active-set rounds (one sparse LU each)
 _POLISH_ROUNDS = 100
@@ -206,6 +212,13 @@ class IterationState:
         self.closest = closest
 
 
+def _floor_message(iters, rp, rd, tol_p, tol_d):
+    return (f"no progress in {iters} iterations; the point returned has residuals prim "
+            f"{rp:.2e}, dual {rd:.2e} (scaled problem) above their tolerances ({tol_p:.2e}, "
+            f"{tol_d:.2e}), each row within {_FLOOR_ACCEPT:g}x its rounding floor (eps times "
+            "the size of its terms): double precision resolves no more on this problem's data")
+
+
 def _gap_message(gap, tol):
     return (f"residuals met; the duality gap {gap:.2e} stopped decreasing above its "
             f"tolerance {tol:.2e}")
@@ -248,6 +261,10 @@ class ProxALM:
         self._ws = _kernels.Workspace(sc.ops, sc.b, sc.l, sc.u, sc.g, self._dual_unscale)
         self._active = self._ws.active
         self._abs_a = self._abs_c = None  # |A|, |A'|, |C|, |C'| for _dual_floor
+        self._abs_h = None
+        # (ratio, x, y, z, rp, rd): the polishes' best point within _FLOOR_ACCEPT of its
+        # rounding floor, for a run that would otherwise end in NUMERICAL_ERROR
+        self._floor_cand = None
         # W columns of _lowrank_precond, valid for the factorization numbered _lr_fact
         self._lr_fact, self._lr_cols = None, {}
         self._lr_off = None             # the mu_in array on which it failed
@@ -839,6 +856,7 @@ class ProxALM:
         primal_stall = _Stall(self.primal_stall_exit)
         primal_floor_stall = _Stall(_FLOOR_PATIENCE)
         slow_stall = _Stall(_POLISH_SLOW_ITERS, gain=0.5)
+        floor_stall = _Stall(_FLOOR_STALL_ITERS, gain=0.99)
         slow_polished = False
         shifted_failed = False          # closest mode: a shifted re-solve ended in error
         self._floor_blocked = False
@@ -992,6 +1010,17 @@ class ProxALM:
                     x, y, z = cand
                     status = Status.SOLVED
                     break
+            if (self.allow_closest and not closest and not resid_ok
+                    and floor_stall.stalled(merit, it) and self._at_floor(mu_eq, mu_in)):
+                # the penalties cannot speed the ALM up: where the point, or one a polish
+                # found, is at its rounding floor, stop there (at eps_abs 1e-9, outer
+                # iterations: QSHELL 324 -> 88, QFORPLAN 138 -> 63, QGFRDXPN 215 -> 166)
+                floor_stall.reset(it)
+                if self._floor_point(x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
+                    _, x, y, z, rp, rd = self._floor_cand
+                    status = Status.SOLVED_INACCURATE
+                    info["message"] = _floor_message(_FLOOR_STALL_ITERS, rp, rd, tol_p, tol_d)
+                    break
             if merit_stall.stalled(merit, it):
                 ok, cand = (False, None) if closest else self._polish(x, y, z, tol_p, tol_d)
                 if ok:
@@ -1000,6 +1029,11 @@ class ProxALM:
                 elif resid_ok:
                     status = Status.SOLVED_INACCURATE  # only the duality gap was short
                     info["message"] = _gap_message(gap, tol_g)
+                elif self.allow_closest and not closest and self._floor_point(
+                        x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
+                    _, x, y, z, rp, rd = self._floor_cand
+                    status = Status.SOLVED_INACCURATE
+                    info["message"] = _floor_message(_STALL_ITERS, rp, rd, tol_p, tol_d)
                 else:
                     status = Status.NUMERICAL_ERROR
                     info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal "
@@ -1172,6 +1206,8 @@ class ProxALM:
                 mended = self._gap_met_or_mended(x, y, zp, Axs, Cxs, tol_d)
                 if mended is not None:
                     return True, (x, *mended)
+            else:
+                self._note_floor_candidate(x, y, zp, Axs, Cxs, tol_p, tol_d, rp, rd)
             last = (x, y, zp)
             up = (sign == 0) & (Cxs > sc.u)
             lo = (sign == 0) & (Cxs < sc.l)
@@ -1297,6 +1333,7 @@ class ProxALM:
                         n_refine += 1
                         miss_prev = miss
                         continue
+                    self._note_floor_candidate(x, y, z, Ax, Cx, tol_p, tol_d, rp, rd)
                     return False, None
                 mended = self._gap_met_or_mended(x, y, z, Ax, Cx, tol_d)
                 if mended is None:
@@ -1520,6 +1557,83 @@ class ProxALM:
         if not sc.n:
             return 0.0
         return float(np.finfo(float).eps * np.max(acc * self._dual_unscale))
+
+    def _floor_point(self, x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
+        """Where the run stalls: whether this point, or one a polish found on the way
+        (:meth:`_note_floor_candidate`), is as good as double precision gets; the best of
+        them is then ``self._floor_cand``."""
+        self._note_floor_candidate(x, y, z, Ax, Cx, tol_p, tol_d, rp, rd)
+        return self._floor_cand is not None
+
+    def _note_floor_candidate(self, x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
+        """Keep (copies of) the scaled point (x, y, z) with its unscaled residuals (rp, rd)
+        when every residual row (primal, dual, complementarity) is within the tolerance or
+        within _FLOOR_ACCEPT times its rounding floor (:meth:`_rounding_floor_residuals`),
+        the duality gap is met, and no better such point is kept. The polishes of an ALM that
+        drives its penalties to the floor at a tolerance below the rounding floor find such
+        points and lose them (Maros-Meszaros QFORPLAN at eps_abs 1e-9: polish points within
+        0.5-0.7x, the run's end 1e8x off)."""
+        if rp > _FLOOR_GATE * tol_p or rd > _FLOOR_GATE * tol_d:
+            return                      # far from any floor: not worth the O(nnz) test
+        ratio = max(self._rounding_floor_residuals(x, y, z, Ax, Cx, tol_p, tol_d))
+        if ratio > _FLOOR_ACCEPT or (self._floor_cand is not None
+                                     and ratio >= self._floor_cand[0]):
+            return
+        if self.st.check_duality_gap and not self._gap_met(*self._duality_gap(x, y, z)):
+            return
+        self._floor_cand = (ratio, x.copy(), y.copy(), z.copy(), rp, rd)
+
+    def _rounding_floor_residuals(self, x, y, z, Ax, Cx, tol_p, tol_d):
+        """Per-row ratios of the unscaled residuals at the scaled point (x, y, z) to their
+        rounding floors: (max primal ratio, max dual ratio, complementarity ratio); rows
+        within their tolerance (tol_p, tol_d) count 0.
+
+        A row's floor is eps times the sum of the absolute values of the terms that make its
+        residual (dual row i: |H||x| + |g| + |A'||y| + |C'||z|; equality row: |A||x| + |b|;
+        inequality row: |C||x| + |its bound|), unscaled: the error of evaluating that
+        residual in double precision from an exact point, and the least that the rounding
+        of x, y, z themselves leaves. A row whose residual is within the tolerance has ratio
+        0. Where every ratio is small, no algorithm in double precision can do much better
+        (Maros-Meszaros QSHELL at eps_abs 1e-9: dual terms of 1.6e7, floor 3.5e-9)."""
+        sc = self.sc
+        eps = np.finfo(float).eps
+        ax = np.abs(x)
+        if self._abs_h is None:
+            self._abs_h = abs(sc.H)
+        acc = self._abs_h @ ax + np.abs(sc.g)
+        r_d = self._ws.h_product(x) + sc.g
+        comp = 0.0
+        if sc.m:
+            if self._abs_a is None:
+                self._abs_a = (abs(sc.A), abs(sc.At))
+            A_abs, At_abs = self._abs_a
+            acc += At_abs @ np.abs(y)
+            r_d += sc.At @ y
+            fl = eps * (A_abs @ ax + np.abs(sc.b)) / sc.E
+            r = np.abs(Ax - sc.b) / sc.E
+            prim = float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0)))
+        else:
+            prim = 0.0
+        if sc.p:
+            if self._abs_c is None:
+                self._abs_c = (abs(sc.C), abs(sc.Ct))
+            C_abs, Ct_abs = self._abs_c
+            acc += Ct_abs @ np.abs(z)
+            r_d += sc.Ct @ z
+            proj = np.clip(Cx, sc.l, sc.u)
+            fl = eps * (C_abs @ ax + np.abs(proj)) / sc.F
+            r = np.abs(Cx - proj) / sc.F
+            prim = max(prim, float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0))))
+            # complementarity: rows with a multiplier, distance to the bound it points at
+            bound = np.where(z > 0, sc.u, np.where(z < 0, sc.l, Cx))
+            r = np.where(np.isfinite(bound), np.abs(Cx - bound), np.inf) / sc.F
+            fl = eps * (C_abs @ ax + np.abs(np.where(np.isfinite(bound), bound, 0.0))) / sc.F
+            comp = float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0)))
+        r_d = np.abs(r_d) * self._dual_unscale
+        fl = eps * acc * self._dual_unscale
+        dual = float(np.max(np.where(r_d > tol_d, r_d / np.maximum(fl, 1e-300), 0.0),
+                            initial=0.0))
+        return prim, dual, comp
 
     def _grow_penalties(self, mu_eq, mu_in):
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop

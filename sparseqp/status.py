@@ -8,9 +8,12 @@ class Status(IntEnum):
     """Outcome of a solve.
 
     Positive values are successes (a solution is returned), negative ones are not.
-    SOLVED_INACCURATE is a success whose objective is less accurate than asked: the residuals
-    meet the tolerance, the duality gap stopped decreasing above its own (rounding, or an
-    active set the polish could not settle); ``message`` gives the gap.
+    SOLVED_INACCURATE is a success, less accurate than asked; ``message`` says which way:
+    either the residuals meet the tolerance and the duality gap stopped decreasing above its
+    own (rounding, or an active set the polish could not settle), or the residuals stopped
+    above the tolerance within a small factor (10) of their rounding floor, eps times the
+    size of the terms of each row: the tolerance is below what double precision resolves
+    on that problem's data.
     """
 
     SOLVED = 1
@@ -33,7 +36,8 @@ class Status(IntEnum):
     @property
     def feasible_solution(self) -> bool:
         """True for SOLVED and SOLVED_INACCURATE: x, y, z meet the residual tolerances of the
-        original (unshifted) problem; derivatives take the feasible solution map."""
+        original (unshifted) problem, or their rounding floor; derivatives take the feasible
+        solution map."""
         return self in (Status.SOLVED, Status.SOLVED_INACCURATE)
 
 
@@ -44,8 +48,8 @@ STATUS_MESSAGES = {
         "(smallest l2 constraint shift, see s_eq and s_in)."
     ),
     Status.SOLVED_INACCURATE: (
-        "Primal and dual residuals meet the tolerance but the duality gap does not: x is "
-        "feasible and nearly stationary, the objective may be inaccurate:"
+        "Solution found, less accurate than requested (x is feasible and nearly stationary; "
+        "the objective may be inaccurate):"
     ),
     Status.MAX_ITER_REACHED: "Maximum number of iterations reached before convergence.",
     Status.PRIMAL_INFEASIBLE: (

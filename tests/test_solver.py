@@ -1598,3 +1598,101 @@ def test_update_rescaled_rows_warm_starts_from_the_previous_solution():
     assert r1.n_factorizations <= 0.3 * cold.n_factorizations, (r1.n_factorizations,
                                                                  cold.n_factorizations)
     assert r1.n_newton < 0.7 * 31, (r1.n_newton, cold.n_newton)
+
+
+# ---------------------------------------------------------------------------------------------
+# tolerances below the rounding floor
+# ---------------------------------------------------------------------------------------------
+def _row_floors(P, x, y, z):
+    """eps times the size of each residual row's terms (dual rows, then equality and
+    inequality rows), recomputed here on the unscaled data."""
+    eps = np.finfo(float).eps
+    ax = np.abs(x)
+    dual = eps * (abs(P.H) @ ax + np.abs(P.g) + abs(P.A).T @ np.abs(y) + abs(P.C).T @ np.abs(z))
+    cx = P.C @ x
+    prim = eps * np.concatenate([abs(P.A) @ ax + np.abs(P.b),
+                                 abs(P.C) @ ax + np.abs(np.clip(cx, P.l, P.u))])
+    return dual, prim
+
+
+def _maros(name):
+    import pathlib
+
+    from sparseqp.io import read_mat
+
+    return read_mat(pathlib.Path(__file__).parent / "data" / f"{name}.mat")
+
+
+def test_stall_at_the_rounding_floor_is_solved_inaccurate():
+    # Maros-Meszaros QGFRDXPN (tests/data) at eps_abs 1e-9: dual rows with terms of 1e7-1e8,
+    # whose rounding floor (eps times their size) is 1e-9 .. 7e-8. The ALM stalls there; it
+    # ended NUMERICAL_ERROR. A point whose rows are all within 10x their floor is as good as
+    # double precision gets: SOLVED_INACCURATE, with the reason in the message.
+    P = _maros("QGFRDXPN")
+    r = _solve(P, eps_abs=1e-9, eps_rel=0)
+    assert r.status == Status.SOLVED_INACCURATE, (r.status, r.message)
+    assert r.success and "rounding floor" in r.message, r.message
+    # every row within its tolerance, or near its floor (recomputed here, unscaled: the
+    # solver's test runs on the scaled point, and the unscaling adds its own rounding)
+    fd, fp = _row_floors(P, r.x, r.y, r.z)
+    rd = np.abs(P.H @ r.x + P.g + P.A.T @ r.y + P.C.T @ r.z)
+    cx = P.C @ r.x
+    rp = np.abs(np.concatenate([P.A @ r.x - P.b, cx - np.clip(cx, P.l, P.u)]))
+    assert np.all((rd <= 1e-9) | (rd <= 20 * fd)), float(np.max(rd / fd))
+    assert np.all((rp <= 1e-9) | (rp <= 20 * fp)), float(np.max(rp / fp))
+    assert r.dual_res > 1e-9        # the reason for the status
+    assert abs(r.fun - 1.0079059e+11) <= 1e-7 * 1.0079059e+11
+    # at a reachable tolerance it is SOLVED as before
+    r6 = _solve(P, eps_abs=1e-6, eps_rel=0)
+    assert r6.status == Status.SOLVED and "rounding" not in r6.message, r6.message
+    assert_kkt(r6, P, 1e-6)
+
+
+def test_rounding_floor_test_rejects_a_point_off_the_solution():
+    # The floor acceptance must not pass a point whose residual is far above its floor. At
+    # the solution of a well-scaled QP every row meets the tolerance (ratios 0); a point
+    # moved by 1e-6 has primal and dual rows 1e6+ times their floor (~1e-16 here).
+    from sparseqp import solver as solver_mod
+
+    P = gen("random_qp", 60, n_eq=20, n_in=30, seed=3)
+    s = sparseqp.Solver(P, eps_abs=1e-12, eps_rel=0)
+    r = s.solve()
+    assert r.status == Status.SOLVED
+    alm = solver_mod.ProxALM(s._sc, s._kkt, s.settings)
+    sc = s._sc
+    x, y, z = sc.scale_x(r.x), sc.scale_y(r.y), sc.scale_z(r.z)
+    Ax, Cx = alm._ws.constraint_products(x)
+    tol = 1e-12
+    ratios = alm._rounding_floor_residuals(x, y, z, Ax, Cx, tol, tol)
+    assert ratios == (0.0, 0.0, 0.0), ratios
+    # a point moved off it is not kept as a floor candidate, even below the cheap gate
+    x2 = x + 1e-6 * np.random.default_rng(0).standard_normal(x.size)
+    Ax2, Cx2 = alm._ws.constraint_products(x2)
+    ratios = alm._rounding_floor_residuals(x2, y, z, Ax2, Cx2, tol, tol)
+    assert ratios[0] > 1e6 and ratios[1] > 1e6, ratios
+    rp2, rd2, _, _ = alm._unscaled_residuals(x2, y, z, Ax2, Cx2)
+    assert not alm._floor_point(x2, y, z, Ax2, Cx2, rp2 / 10, rd2 / 10, rp2, rd2)
+    assert alm._floor_cand is None
+    # the solution is kept
+    rp, rd, _, _ = alm._unscaled_residuals(x, y, z, Ax, Cx)
+    assert alm._floor_point(x, y, z, Ax, Cx, tol, tol, rp, rd)
+    assert alm._floor_cand[0] == 0.0 and np.array_equal(alm._floor_cand[1], x)
+
+
+def test_recomputed_residuals_above_the_tolerance_are_named():
+    # Maros-Meszaros QCAPRI (tests/data) at eps_abs 1e-9: the solver's test on the scaled
+    # problem passes, the dual residual recomputed from the unscaled x, y, z is ~2e-9 (the
+    # unscaling's rounding, within its floor). SOLVED stays, and the message says so.
+    P = _maros("QCAPRI")
+    r = _solve(P, eps_abs=1e-9, eps_rel=0)
+    assert r.status == Status.SOLVED, (r.status, r.message)
+    rp, rd = P.residuals(r.x, r.y, r.z)
+    assert rd > 1e-9 and "Recomputed" in r.message and f"{rd:.2e}" in r.message, r.message
+    fd, _ = _row_floors(P, r.x, r.y, r.z)
+    res = np.abs(P.H @ r.x + P.g + P.A.T @ r.y + P.C.T @ r.z)
+    assert np.all((res <= 1e-9) | (res <= 20 * fd)), float(np.max(res / fd))
+    assert abs(r.fun - 6.6793293e+07) <= 1e-7 * 6.6793293e+07
+    # no note where the recomputed residuals meet the tolerance
+    r6 = _solve(P, eps_abs=1e-6, eps_rel=0)
+    assert r6.status == Status.SOLVED and r6.dual_res <= 1e-6
+    assert "Recomputed" not in r6.message, r6.message
