@@ -56,8 +56,11 @@ point iteration on the multipliers) and the projections (correction -(H + bw_reg
 variables). No new symbolic analysis ever. Singular K0 (dependent active rows, singular H, weakly
 active constraints): the refinement converges to the least-squares/minimum-norm solution where the
 system is consistent; where it is not, the iteration stops at its smallest residual, a finite
-element of the conservative Jacobian (closest-feasible: with a RuntimeWarning when the residual
-is above 1e-6, e.g. H singular on the shifted face, where the closest-feasible x is not unique).
+element of the conservative Jacobian, with a RuntimeWarning when the residual is above 1e-6
+(x not locally unique: H singular on the shifted face of a closest-feasible point, or on the
+null space of a feasible point's active rows, as at LP-like points off a vertex). Where the
+fixed-pattern LDL' of the regularized K0 is unsound (dependent active rows with H singular:
+zero pivots), its constraint blocks are raised until one solve's backward error is small.
 The residual reached is reported in ``info``.
 """
 from __future__ import annotations
@@ -76,8 +79,7 @@ from .status import SOLUTION_STATUSES, Status
 __all__ = ["DerivativeError", "Gradients", "Tangents", "vjp", "jvp", "jacobian"]
 
 
-# a closest-feasible derivative solve whose relative residual ends above this is reported
-# with a warning
+# a derivative solve whose relative residual ends above this is reported with a warning
 _WARN_RESIDUAL = 1e-6
 # closest-feasible: the factorized elastic blocks are mu * W (W = E^2 / max, F^2 / max: the
 # unscaled identity in scaled units, largest entry 1; variables regularized by bw_reg), and the
@@ -237,12 +239,21 @@ class Linearization:
         self._refactorize()
 
     def _refactorize(self):
+        """Factorize K0 regularized by bw_reg; where those factors are unsound (see
+        :meth:`_factors_sound`: H singular on dependent active rows), with the constraint
+        blocks raised _LIMIT_BOOST times at a time, up to _LIMIT_MU_SOUND_MAX (Maros-Meszaros
+        DUALC8, 3 active rows of 8 variables: a zero pivot at 1e-9, and the gradients came
+        back as 0 with a warning). The refinement targets K0 whatever the blocks."""
         kkt, st = self.kkt, self.st
         kkt.ensure_values(self.sc)
-        reg = st.bw_reg
-        kkt.factorize(reg, np.full(self.sc.m, reg), np.full(self.sc.p, reg), self.active)
+        reg = mu = st.bw_reg
+        while True:
+            kkt.factorize(reg, np.full(self.sc.m, mu), np.full(self.sc.p, mu), self.active)
+            self.n_fact += 1
+            if mu >= _LIMIT_MU_SOUND_MAX or self._factors_sound():
+                break
+            mu = min(_LIMIT_MU_SOUND_MAX, _LIMIT_BOOST * mu)
         self.fact_id = kkt.fact_id
-        self.n_fact += 1
         self._fallback = True
 
     def solve(self, rhs, y_in_range=False):
@@ -261,21 +272,31 @@ class Linearization:
         if _kernels.norm2(rhs) == 0.0:
             return np.zeros_like(rhs), _info(self.n_fact - n_fact0, n_ref)
         accept = max(st.bw_tol * 1e3, 1e-8)
+        best_u, best_r = None, np.inf
         while True:
-            best_u, n, best_r = self._refined(self._correction(), self._residual,
-                                              rhs, st.bw_tol)
+            u, n, r = self._refined(self._correction(), self._residual, rhs, st.bw_tol)
             n_ref += n
+            if best_u is None or r < best_r:
+                best_u, best_r = u, r
             if best_r <= accept or self._fallback:
                 break
             # slow or stalled with the forward's (larger) penalties: one refactorization with
-            # the small backward regularization, then refine again
+            # the small backward regularization, then refine again (its result is kept only
+            # where it is better: on a singular K0, whose least-squares residual no
+            # factorization lowers, it can be worse)
             self._refactorize()
-        # (a feasible point whose KKT matrix is singular and the right-hand side outside its
-        # range legitimately stops at a least-squares residual below 1)
-        if best_r > 1.0:
+        # A feasible point whose KKT matrix is singular with the right-hand side outside its
+        # range stops at a least-squares residual: x is not locally unique along a direction
+        # the cotangent reaches (H singular on the null space of the active rows, e.g. an LP
+        # off a vertex or a weakly active row left out of the set), and no derivative exists.
+        # Maros-Meszaros QSC205, QCAPRI, QGROW7 at eps_abs 1e-6: residuals 0.2-0.6 and
+        # gradients of 1e11-1e17; said, not returned silently.
+        if best_r > _WARN_RESIDUAL:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
-                "returned derivatives are unreliable", RuntimeWarning, stacklevel=5)
+                "returned derivatives are unreliable (the KKT matrix of the active set is "
+                "singular along the cotangent: x is not locally unique, or the point is "
+                "degenerate; no derivative exists there)", RuntimeWarning, stacklevel=5)
         return best_u, _info(self.n_fact - n_fact0, n_ref, best_r)
 
     # ---------------------------------------------------------------------------------------
@@ -371,15 +392,15 @@ class Linearization:
             self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
             kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
             n_fact += 1
-            if mu >= mu_max or self._limit_factors_sound():
+            if mu >= mu_max or self._factors_sound():
                 break
             mu = min(mu_max, _LIMIT_BOOST * mu)
         self._limit_fact_id = kkt.fact_id
         self.n_fact += n_fact
         return n_fact
 
-    def _limit_factors_sound(self):
-        """One solve with K_mu's factors has a normwise backward error
+    def _factors_sound(self):
+        """One solve with the factors (K_mu's, or K0's regularized) has a normwise backward error
         |r - K u| / (|K|_F |u| + |r|) of at most _LIMIT_BACKWARD_ERR (random r).
 
         With H singular the x-pivots are only bw_reg, the eliminated constraint rows carry

@@ -1066,3 +1066,51 @@ def test_closest_lp_with_dependent_active_rows(seed):
 
     fd = (loss(P.b + h * d) - loss(P.b - h * d)) / (2 * h)
     assert abs(G.b @ d - fd) <= 1e-5 * max(1.0, abs(fd)), (G.b @ d, fd)
+
+
+def test_vjp_where_the_regularized_factorization_is_unsound():
+    """Maros-Meszaros QGFRDXPN (tests/data): an LP-like QP (H zero on 1,038 of 1,092
+    variables) whose forward factorization does not match the solution's active set. The
+    backward's refactorization of K0 regularized by bw_reg = 1e-9 had zero pivots, its solves
+    inf: the gradients came back as 0 with a warning. Its blocks are now raised until the
+    factors are sound, and GMRES refines against K0 (the system is consistent here)."""
+    import pathlib
+
+    from sparseqp.io import read_mat
+
+    P = read_mat(pathlib.Path(__file__).parent / "data" / "QGFRDXPN.mat")
+    kw = dict(eps_abs=1e-8, eps_rel=0)
+    r = sparseqp.solve(P, **kw)
+    assert r.status == Status.SOLVED
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(P.n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=w)
+    assert G.info["residual"] < 1e-9, G.info
+    v = rng.standard_normal(P.n) * np.abs(P.g).max()
+    # the active set holds for steps up to ~1e-7 of v (at 1e-6 the perturbed QP is another)
+    h = 1e-7
+    xp = sparseqp.solve(P.H, P.g + h * v, P.A, P.b, P.C, P.l, P.u, **kw).x
+    xm = sparseqp.solve(P.H, P.g - h * v, P.A, P.b, P.C, P.l, P.u, **kw).x
+    fd = w @ (xp - xm) / (2 * h)
+    assert abs(G.g @ v - fd) <= 1e-5 * abs(fd), (G.g @ v, fd)
+    # forward mode agrees (same linearization, the transposed solve)
+    assert abs(w @ r.jvp(dg=v).x - G.g @ v) <= 1e-8 * abs(fd)
+
+
+def test_vjp_off_a_vertex_warns():
+    """An LP whose optimum is a whole edge (x0 + x1 = 1, 0 <= x <= 1, cost (1, 1, 0) with x2
+    in [0, 1] at cost 0 too): H = 0 on the null space of the active rows, x is not locally
+    unique, and a loss on x has no derivative. The solve stops at a least-squares residual
+    above 1e-6 and says so (it returned such elements silently below a residual of 1)."""
+    H = sp.csc_matrix((3, 3))
+    g = np.array([1.0, 1.0, 0.0])
+    A = sp.csc_matrix(np.array([[1.0, 1.0, 0.0]]))
+    C = sp.identity(3, format="csc")
+    r = sparseqp.solve(H, g, A, np.array([1.0]), C, np.zeros(3), np.ones(3), eps_abs=1e-9)
+    assert r.status == Status.SOLVED
+    with pytest.warns(RuntimeWarning, match="no derivative exists"):
+        G = r.vjp(dx=np.array([1.0, -1.0, 0.5]))
+    assert G.info["residual"] > 1e-6
+    assert np.all(np.isfinite(G.g))
