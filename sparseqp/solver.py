@@ -212,6 +212,13 @@ class IterationState:
         self.closest = closest
 
 
+def _worst_ratio(r, floor, tol):
+    """max over rows of r_i / floor_i where r_i > tol (0 where every row meets tol)."""
+    if not r.size:
+        return 0.0
+    return float(np.max(np.where(r > tol, r / np.maximum(floor, 1e-300), 0.0)))
+
+
 def _floor_message(iters, rp, rd, tol_p, tol_d):
     return (f"no progress in {iters} iterations; the point returned has residuals prim "
             f"{rp:.2e}, dual {rd:.2e} (scaled problem) above their tolerances ({tol_p:.2e}, "
@@ -260,7 +267,7 @@ class ProxALM:
         # the inner iterate's Ax, Cx, y, z, active, gradient live in its buffers
         self._ws = _kernels.Workspace(sc.ops, sc.b, sc.l, sc.u, sc.g, self._dual_unscale)
         self._active = self._ws.active
-        self._abs_a = self._abs_c = None  # |A|, |A'|, |C|, |C'| for _dual_floor
+        self._abs_a = self._abs_c = None  # (|A|, |A'|), (|C|, |C'|): see _abs_pair
         self._abs_h = None
         # (ratio, x, y, z, rp, rd): the polishes' best point within _FLOOR_ACCEPT of its
         # rounding floor, for a run that would otherwise end in NUMERICAL_ERROR
@@ -1542,14 +1549,10 @@ class ProxALM:
         acc = np.zeros(sc.n)
         ax = np.abs(x)
         if sc.m:
-            if self._abs_a is None:
-                self._abs_a = (abs(sc.A), abs(sc.At))
-            A_abs, At_abs = self._abs_a
+            A_abs, At_abs = self._abs_pair("a")
             acc += At_abs @ ((A_abs @ ax + np.abs(sc.b)) / mu_eq)
         if sc.p and np.any(self._active):
-            if self._abs_c is None:
-                self._abs_c = (abs(sc.C), abs(sc.Ct))
-            C_abs, Ct_abs = self._abs_c
+            C_abs, Ct_abs = self._abs_pair("c")
             act = self._active
             bound = np.where(act > 0, sc.u, np.where(act < 0, sc.l, 0.0))
             err = np.where(act != 0, C_abs @ ax + np.abs(bound), 0.0)
@@ -1602,38 +1605,41 @@ class ProxALM:
             self._abs_h = abs(sc.H)
         acc = self._abs_h @ ax + np.abs(sc.g)
         r_d = self._ws.h_product(x) + sc.g
-        comp = 0.0
+        prim = comp = 0.0
         if sc.m:
-            if self._abs_a is None:
-                self._abs_a = (abs(sc.A), abs(sc.At))
-            A_abs, At_abs = self._abs_a
+            A_abs, At_abs = self._abs_pair("a")
             acc += At_abs @ np.abs(y)
             r_d += sc.At @ y
-            fl = eps * (A_abs @ ax + np.abs(sc.b)) / sc.E
-            r = np.abs(Ax - sc.b) / sc.E
-            prim = float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0)))
-        else:
-            prim = 0.0
+            prim = _worst_ratio(np.abs(Ax - sc.b) / sc.E,
+                                eps * (A_abs @ ax + np.abs(sc.b)) / sc.E, tol_p)
         if sc.p:
-            if self._abs_c is None:
-                self._abs_c = (abs(sc.C), abs(sc.Ct))
-            C_abs, Ct_abs = self._abs_c
+            C_abs, Ct_abs = self._abs_pair("c")
             acc += Ct_abs @ np.abs(z)
             r_d += sc.Ct @ z
+            cx_abs = C_abs @ ax
             proj = np.clip(Cx, sc.l, sc.u)
-            fl = eps * (C_abs @ ax + np.abs(proj)) / sc.F
-            r = np.abs(Cx - proj) / sc.F
-            prim = max(prim, float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0))))
+            prim = max(prim, _worst_ratio(np.abs(Cx - proj) / sc.F,
+                                          eps * (cx_abs + np.abs(proj)) / sc.F, tol_p))
             # complementarity: rows with a multiplier, distance to the bound it points at
             bound = np.where(z > 0, sc.u, np.where(z < 0, sc.l, Cx))
-            r = np.where(np.isfinite(bound), np.abs(Cx - bound), np.inf) / sc.F
-            fl = eps * (C_abs @ ax + np.abs(np.where(np.isfinite(bound), bound, 0.0))) / sc.F
-            comp = float(np.max(np.where(r > tol_p, r / np.maximum(fl, 1e-300), 0.0)))
-        r_d = np.abs(r_d) * self._dual_unscale
-        fl = eps * acc * self._dual_unscale
-        dual = float(np.max(np.where(r_d > tol_d, r_d / np.maximum(fl, 1e-300), 0.0),
-                            initial=0.0))
+            finite = np.isfinite(bound)
+            comp = _worst_ratio(np.where(finite, np.abs(Cx - bound), np.inf) / sc.F,
+                                eps * (cx_abs + np.abs(np.where(finite, bound, 0.0))) / sc.F,
+                                tol_p)
+        dual = _worst_ratio(np.abs(r_d) * self._dual_unscale, eps * acc * self._dual_unscale,
+                            tol_d)
         return prim, dual, comp
+
+    def _abs_pair(self, which):
+        """(|M|, |M'|) of the scaled A (``which`` "a") or C ("c"), built once per run."""
+        sc = self.sc
+        if which == "a":
+            if self._abs_a is None:
+                self._abs_a = (abs(sc.A), abs(sc.At))
+            return self._abs_a
+        if self._abs_c is None:
+            self._abs_c = (abs(sc.C), abs(sc.Ct))
+        return self._abs_c
 
     def _grow_penalties(self, mu_eq, mu_in):
         """Undo part of the penalty decrease (dual floor from rounding); later shrinks stop
