@@ -178,6 +178,8 @@ class Linearization:
             self.w_in = sc.F ** 2 / wmax
         self.n_fact = 0
         self._fallback = False
+        self._settled = False           # see settle_active_set
+        self.weak_rows_added = False
         self._corr, self._corr_of = None, None
         # (fact_id, solve, delta) of a switched solve, see _prepare_factorization
         self._switched = None
@@ -256,11 +258,12 @@ class Linearization:
         self.fact_id = kkt.fact_id
         self._fallback = True
 
-    def solve(self, rhs, y_in_range=False):
+    def solve(self, rhs, y_in_range=False, warn=True):
         """Solve target(K) u = rhs (scaled) by GMRES/refinement on the stored factorization.
 
         Closest-feasible: see :meth:`_solve_closest` (``y_in_range``: the y-part of rhs is
-        known to lie in range(M)). Returns (u, info).
+        known to lie in range(M)). ``warn``: a RuntimeWarning when the residual stays above
+        _WARN_RESIDUAL (feasible points). Returns (u, info).
         """
         if self.closest:
             return self._solve_closest(rhs, y_in_range)
@@ -285,19 +288,83 @@ class Linearization:
             # where it is better: on a singular K0, whose least-squares residual no
             # factorization lowers, it can be worse)
             self._refactorize()
+        if best_r > 1.0:
+            # worse than u = 0 (GMRES on an inconsistent system can end far off): take that
+            best_u, best_r = np.zeros_like(rhs), 1.0
         # A feasible point whose KKT matrix is singular with the right-hand side outside its
         # range stops at a least-squares residual: x is not locally unique along a direction
         # the cotangent reaches (H singular on the null space of the active rows, e.g. an LP
         # off a vertex or a weakly active row left out of the set), and no derivative exists.
         # Maros-Meszaros QSC205, QCAPRI, QGROW7 at eps_abs 1e-6: residuals 0.2-0.6 and
         # gradients of 1e11-1e17; said, not returned silently.
-        if best_r > _WARN_RESIDUAL:
+        if warn and best_r > _WARN_RESIDUAL:
             warnings.warn(
                 f"derivative KKT solve reached relative residual {best_r:.1e} only: the "
                 "returned derivatives are unreliable (the KKT matrix of the active set is "
                 "singular along the cotangent: x is not locally unique, or the point is "
                 "degenerate; no derivative exists there)", RuntimeWarning, stacklevel=5)
-        return best_u, _info(self.n_fact - n_fact0, n_ref, best_r)
+        return best_u, _merge_info(self._take_pending(),
+                                   _info(self.n_fact - n_fact0, n_ref, best_r))
+
+    def settle_active_set(self):
+        """Take the weakly active rows (z_i = 0, C_i x within the tolerance of a bound) into
+        the active set where the set of the rows with z_i != 0 leaves x not locally unique
+        and the larger set does not (once per linearization, before any right-hand side is
+        built; feasible points only).
+
+        With the rows of z_i != 0 only, K0 is singular along directions the cotangents reach
+        when H is singular on the null space of those rows: at an LP-like vertex whose
+        multipliers are degenerate (rows held at a bound with z_i = 0) x is unique, but the
+        smaller set does not see it, and the solve stops at a least-squares residual (no
+        derivative). Keeping those rows tight gives the derivative along the perturbations
+        that keep them so, one of the one-sided derivatives at that kink. Probed with one
+        random x right-hand side (a singular K0 whose null space is only multipliers,
+        dependent rows, is consistent for every one of them); its work is reported in the
+        next solve's ``info``."""
+        if self._settled:
+            return
+        self._settled = True
+        if self.closest or not self.sc.p:
+            return
+        p, st = self.problem, self.st
+        zero = (self.z == 0.0) & (self.active == 0)
+        if not np.any(zero):
+            return
+        cx = p.C @ self.x
+        tol_u = st.eps_abs + st.eps_rel * np.where(np.isfinite(p.u), np.abs(p.u), 0.0)
+        tol_l = st.eps_abs + st.eps_rel * np.where(np.isfinite(p.l), np.abs(p.l), 0.0)
+        at_u = zero & (np.abs(cx - p.u) <= tol_u)
+        at_l = zero & (np.abs(cx - p.l) <= tol_l) & ~at_u
+        weak = at_u | at_l
+        if not np.any(weak):
+            return
+        probe = np.zeros(self.kkt.N)
+        probe[:self.sc.n] = np.random.default_rng(0).standard_normal(self.sc.n)
+        _, info = self.solve(probe, warn=False)
+        # (the probes' work is reported, their residuals are not: the next solve has its own)
+        if info["residual"] <= _WARN_RESIDUAL:
+            self._pending = _merge_info(self._pending, _info(info["n_factorizations"],
+                                                             info["n_refine"]))
+            return
+        saved = (self.active.copy(), self.side.copy())
+        self.active[weak] = 1
+        self.side[at_u] = 1.0
+        self.side[at_l] = -1.0
+        self._set_changed()
+        _, info2 = self.solve(probe, warn=False)
+        if info2["residual"] > _WARN_RESIDUAL:      # still no derivative: as it was
+            self.active[:], self.side[:] = saved
+            self._set_changed()
+        work = _merge_info(info, info2)
+        self._pending = _merge_info(self._pending, _info(work["n_factorizations"],
+                                                         work["n_refine"]))
+        self.weak_rows_added = bool(info2["residual"] <= _WARN_RESIDUAL)
+
+    def _set_changed(self):
+        """Forget what depends on the active set: the correction to the target, a switched
+        solve, and the factorization's claim to match."""
+        self._corr_of = None
+        self._switched = None
 
     # ---------------------------------------------------------------------------------------
     # refined solves (both cases) and the closest-feasible limit
@@ -774,5 +841,6 @@ def _linearization(result):
     lin = result.get("_linearization")
     if lin is None:
         lin = Linearization(result)
+        lin.settle_active_set()
         result["_linearization"] = lin
     return lin

@@ -1114,3 +1114,49 @@ def test_vjp_off_a_vertex_warns():
         G = r.vjp(dx=np.array([1.0, -1.0, 0.5]))
     assert G.info["residual"] > 1e-6
     assert np.all(np.isfinite(G.g))
+
+
+def test_weakly_active_row_completes_a_vertex():
+    """Maros-Meszaros QBEACONF (tests/data), an LP-like QP: at its solution row 104 sits at
+    its lower bound with z = 0. Without it, H is singular on the null space of the rows with
+    z != 0 and the derivative solve stopped at a least-squares residual of 0.07 (gradients
+    of 4e22 returned with no warning). With it the active rows (313, of rank 262 = n) make x
+    a vertex, and K0 is consistent: the gradients are those of the same QP with that row
+    written as an equality (the derivative along perturbations that keep it tight), and the
+    forward mode agrees."""
+    import pathlib
+
+    from sparseqp.io import read_mat
+
+    P = read_mat(pathlib.Path(__file__).parent / "data" / "QBEACONF.mat")
+    kw = dict(eps_abs=1e-8, eps_rel=0)
+    r = sparseqp.solve(P, **kw)
+    assert r.status == Status.SOLVED
+    cx = P.C @ r.x
+    weak = (r.z == 0) & (np.abs(cx - P.l) <= 1e-8)
+    assert np.flatnonzero(weak).tolist() == [104]
+    w = np.random.default_rng(0).standard_normal(P.n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        G = r.vjp(dx=w)
+    assert G.info["residual"] < 1e-9, G.info
+    # the same QP with row 104 as an equality (A rows are always in K0)
+    A2 = sp.vstack([P.A, P.C[weak]]).tocsc()
+    b2 = np.concatenate([P.b, P.l[weak]])
+    r2 = sparseqp.solve(P.H, P.g, A2, b2, P.C[~weak], P.l[~weak], P.u[~weak], **kw)
+    assert r2.status == Status.SOLVED
+    np.testing.assert_allclose(r2.x, r.x, atol=1e-8)
+    G2 = r2.vjp(dx=w)
+    scale = np.abs(G2.b).max()
+    np.testing.assert_allclose(G.g, G2.g, atol=1e-8 * scale)
+    np.testing.assert_allclose(G.l[weak], G2.b[P.n_eq:], atol=1e-8 * scale)
+    # (the other rows' b, l, u gradients are not unique here: its active rows are dependent,
+    # and two least-squares elements differ along directions that break feasibility)
+    # forward mode: moving that bound moves x as moving the equality's right-hand side does
+    dl = np.zeros(P.n_in)
+    dl[104] = 1.0
+    t = r.jvp(dl=dl)
+    db = np.zeros(A2.shape[0])
+    db[-1] = 1.0
+    t2 = r2.jvp(db=db)
+    np.testing.assert_allclose(t.x, t2.x, atol=1e-8 * max(1.0, np.abs(t2.x).max()))
