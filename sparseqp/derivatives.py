@@ -58,7 +58,9 @@ active constraints): the refinement converges to the least-squares/minimum-norm 
 system is consistent; where it is not, the iteration stops at its smallest residual, a finite
 element of the conservative Jacobian, with a RuntimeWarning when the residual is above 1e-6
 (x not locally unique: H singular on the shifted face of a closest-feasible point, or on the
-null space of a feasible point's active rows, as at LP-like points off a vertex). Where the
+null space of a feasible point's active rows, as at LP-like points off a vertex). A feasible
+point's weakly active rows (z_i = 0 at a bound) join its active set where that makes the
+system consistent (:meth:`Linearization.settle_active_set`). Where the
 fixed-pattern LDL' of the regularized K0 is unsound (dependent active rows with H singular:
 zero pivots), its constraint blocks are raised until one solve's backward error is small.
 The residual reached is reported in ``info``.
