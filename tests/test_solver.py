@@ -1692,7 +1692,13 @@ def test_recomputed_residuals_above_the_tolerance_are_named():
     res = np.abs(P.H @ r.x + P.g + P.A.T @ r.y + P.C.T @ r.z)
     assert np.all((res <= 1e-9) | (res <= 20 * fd)), float(np.max(res / fd))
     assert abs(r.fun - 6.6793293e+07) <= 1e-7 * 6.6793293e+07
-    # no note where the recomputed residuals meet the tolerance
+    # no note where the recomputed residuals meet the tolerance, absolute or relative
     r6 = _solve(P, eps_abs=1e-6, eps_rel=0)
     assert r6.status == Status.SOLVED and r6.dual_res <= 1e-6
     assert "Recomputed" not in r6.message, r6.message
+    rr = _solve(P, eps_abs=1e-9, eps_rel=1e-12)
+    assert rr.status == Status.SOLVED, rr.message
+    terms = [np.abs(v).max() for v in (P.H @ rr.x, P.g, P.A.T @ rr.y, P.C.T @ rr.z)]
+    if rr.dual_res > 1e-9:
+        assert rr.dual_res <= 1e-9 + 1e-12 * max(terms)
+    assert "Recomputed" not in rr.message, rr.message
