@@ -181,7 +181,6 @@ class Linearization:
         self.n_fact = 0
         self._fallback = False
         self._settled = False           # see settle_active_set
-        self.weak_rows_added = False
         self._corr, self._corr_of = None, None
         # (fact_id, solve, delta) of a switched solve, see _prepare_factorization
         self._switched = None
@@ -360,11 +359,11 @@ class Linearization:
         work = _merge_info(info, info2)
         self._pending = _merge_info(self._pending, _info(work["n_factorizations"],
                                                          work["n_refine"]))
-        self.weak_rows_added = bool(info2["residual"] <= _WARN_RESIDUAL)
 
     def _set_changed(self):
-        """Forget what depends on the active set: the correction to the target, a switched
-        solve, and the factorization's claim to match."""
+        """Forget what was built for the previous active set: the correction to the target
+        and a switched solve (whether the factorization matches is asked of the KKT system,
+        with the set, at the next solve)."""
         self._corr_of = None
         self._switched = None
 
@@ -469,8 +468,8 @@ class Linearization:
         return n_fact
 
     def _factors_sound(self):
-        """One solve with the factors (K_mu's, or K0's regularized) has a normwise backward error
-        |r - K u| / (|K|_F |u| + |r|) of at most _LIMIT_BACKWARD_ERR (random r).
+        """One solve with the factors (K_mu's, or K0's regularized) has a normwise backward
+        error |r - K u| / (|K|_F |u| + |r|) of at most _LIMIT_BACKWARD_ERR (random r).
 
         With H singular the x-pivots are only bw_reg, the eliminated constraint rows carry
         |M|^2 / bw_reg, and elastic blocks below eps times that are rounded away: dependent
