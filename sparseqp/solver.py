@@ -1576,6 +1576,8 @@ class ProxALM:
         drives its penalties to the floor at a tolerance below the rounding floor find such
         points and lose them (Maros-Meszaros QFORPLAN at eps_abs 1e-9: polish points within
         0.5-0.7x, the run's end 1e8x off)."""
+        if not self.allow_closest:
+            return                      # a shifted re-solve: its caller decides
         if rp > _FLOOR_GATE * tol_p or rd > _FLOOR_GATE * tol_d:
             return                      # far from any floor: not worth the O(nnz) test
         ratio = max(self._rounding_floor_residuals(x, y, z, Ax, Cx, tol_p, tol_d))
