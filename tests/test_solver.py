@@ -1702,3 +1702,22 @@ def test_recomputed_residuals_above_the_tolerance_are_named():
     if rr.dual_res > 1e-9:
         assert rr.dual_res <= 1e-9 + 1e-12 * max(terms)
     assert "Recomputed" not in rr.message, rr.message
+
+
+def test_failed_tight_run_is_retried_looser():
+    # Maros-Meszaros STADAT1 (tests/data) at eps_abs 1e-9: the ALM's path at that tolerance
+    # stalls with a dual residual of 159 (NUMERICAL_ERROR), while a run at 1e-6 ends at a
+    # point whose rows are within 1x of their rounding floor at 1e-9. After the failure the
+    # run is repeated from its start at 1e3 times the tolerance, and that point is returned,
+    # SOLVED_INACCURATE, with the reference objective.
+    P = _maros("STADAT1")
+    r = _solve(P, eps_abs=1e-9, eps_rel=0)
+    assert r.status == Status.SOLVED_INACCURATE, (r.status, r.message)
+    assert "one at 1e-06" in r.message and "rounding floor" in r.message, r.message
+    fd, fp = _row_floors(P, r.x, r.y, r.z)
+    rd = np.abs(P.H @ r.x + P.g + P.A.T @ r.y + P.C.T @ r.z)
+    cx = P.C @ r.x
+    rp = np.abs(np.concatenate([P.A @ r.x - P.b, cx - np.clip(cx, P.l, P.u)]))
+    assert np.all((rd <= 1e-9) | (rd <= 20 * fd)), float(np.max(rd / fd))
+    assert np.all((rp <= 1e-9) | (rp <= 20 * fp)), float(np.max(rp / fp))
+    assert abs(r.fun + 28526864.0) <= 1e-6 * 28526864.0, r.fun
