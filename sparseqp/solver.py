@@ -223,11 +223,13 @@ def _worst_ratio(r, floor, tol):
     return float(np.max(np.where(r > tol, r / np.maximum(floor, 1e-300), 0.0)))
 
 
-def _floor_message(iters, rp, rd, tol_p, tol_d):
-    return (f"no progress in {iters} iterations; the point returned has residuals prim "
-            f"{rp:.2e}, dual {rd:.2e} (scaled problem) above their tolerances ({tol_p:.2e}, "
-            f"{tol_d:.2e}), each row within {_FLOOR_ACCEPT:g}x its rounding floor (eps times "
-            "the size of its terms): double precision resolves no more on this problem's data")
+def _floor_message(lead, rp, rd, tol_p, tol_d):
+    """The message of a SOLVED_INACCURATE point at its rounding floor; ``lead`` says how the
+    run got there."""
+    return (f"{lead} has residuals prim {rp:.2e}, dual {rd:.2e} (scaled problem) above their "
+            f"tolerances ({tol_p:.2e}, {tol_d:.2e}), each row within {_FLOOR_ACCEPT:g}x its "
+            "rounding floor (eps times the size of its terms): double precision resolves no "
+            "more on this problem's data")
 
 
 def _gap_message(gap, tol):
@@ -879,19 +881,15 @@ class ProxALM:
         xs, ys, zs = state.x, state.y, state.z
         Ax, Cx = self._ws.constraint_products(xs)
         rp, rd, ps, ds = self._unscaled_residuals(xs, ys, zs, Ax, Cx)
+        tol_p, tol_d = st.eps_abs + st.eps_rel * ps, st.eps_abs + st.eps_rel * ds
         self._floor_cand = None
-        self._note_floor_candidate(xs, ys, zs, Ax, Cx, st.eps_abs + st.eps_rel * ps,
-                                   st.eps_abs + st.eps_rel * ds, rp, rd)
+        self._note_floor_candidate(xs, ys, zs, Ax, Cx, tol_p, tol_d, rp, rd)
         if self._floor_cand is None:
             return None
         if self._floor_cand[0] == 0.0:
             return Status.SOLVED, state, info
-        tol_p, tol_d = st.eps_abs + st.eps_rel * ps, st.eps_abs + st.eps_rel * ds
-        msg = (f"the run at this tolerance stalled; one at {loose.eps_abs:.0e} returned a point "
-               f"with residuals prim {rp:.2e}, dual {rd:.2e} (scaled problem) above "
-               f"({tol_p:.2e}, {tol_d:.2e}), each row within {_FLOOR_ACCEPT:g}x its rounding "
-               "floor (eps times the size of its terms): double precision resolves no more "
-               "on this problem's data")
+        msg = _floor_message(f"the run at this tolerance stalled; the point one at "
+                             f"{loose.eps_abs:.0e} returned", rp, rd, tol_p, tol_d)
         return Status.SOLVED_INACCURATE, state, {"message": msg}
 
     def _run(self, x, y, z, mu_eq0, mu_in0):
@@ -1074,7 +1072,9 @@ class ProxALM:
                 if self._floor_point(x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
                     _, x, y, z, rp, rd = self._floor_cand
                     status = Status.SOLVED_INACCURATE
-                    info["message"] = _floor_message(_FLOOR_STALL_ITERS, rp, rd, tol_p, tol_d)
+                    info["message"] = _floor_message(
+                        f"no progress in {_FLOOR_STALL_ITERS} iterations; the point returned",
+                        rp, rd, tol_p, tol_d)
                     break
             if merit_stall.stalled(merit, it):
                 ok, cand = (False, None) if closest else self._polish(x, y, z, tol_p, tol_d)
@@ -1088,7 +1088,9 @@ class ProxALM:
                         x, y, z, Ax, Cx, tol_p, tol_d, rp, rd):
                     _, x, y, z, rp, rd = self._floor_cand
                     status = Status.SOLVED_INACCURATE
-                    info["message"] = _floor_message(_STALL_ITERS, rp, rd, tol_p, tol_d)
+                    info["message"] = _floor_message(
+                        f"no progress in {_STALL_ITERS} iterations; the point returned",
+                        rp, rd, tol_p, tol_d)
                 else:
                     status = Status.NUMERICAL_ERROR
                     info["message"] = (f"no progress in {_STALL_ITERS} iterations at primal "
@@ -1654,18 +1656,16 @@ class ProxALM:
         if self._abs_h is None:
             self._abs_h = abs(sc.H)
         acc = self._abs_h @ ax + np.abs(sc.g)
-        r_d = self._ws.h_product(x) + sc.g
+        r_d = self._ws.h_product(x) + sc.g + sc.constraints_t(y, z)
         prim = comp = 0.0
         if sc.m:
             A_abs, At_abs = self._abs_pair("a")
             acc += At_abs @ np.abs(y)
-            r_d += sc.At @ y
             prim = _worst_ratio(np.abs(Ax - sc.b) / sc.E,
                                 eps * (A_abs @ ax + np.abs(sc.b)) / sc.E, tol_p)
         if sc.p:
             C_abs, Ct_abs = self._abs_pair("c")
             acc += Ct_abs @ np.abs(z)
-            r_d += sc.Ct @ z
             cx_abs = C_abs @ ax
             proj = np.clip(Cx, sc.l, sc.u)
             prim = max(prim, _worst_ratio(np.abs(Cx - proj) / sc.F,
