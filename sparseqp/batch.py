@@ -1337,10 +1337,14 @@ class _PoolBase:
             packet, size = slot.worker.recv()
         except _WorkerDied as died:
             return self._died(slot, died)
-        entry = slot.requests.popleft()
+        # The request stays in flight until every task of the reply owns its state: an
+        # interrupt before that (KeyboardInterrupt while decoding) kills the worker with the
+        # states (_abort) instead of leaving them on an idle worker with no owner.
+        entry = slot.requests[0]
         self._stats["bytes_received"] += size
         if entry is _HELLO:
             slot.pid = slot.worker.decode(packet)[1]
+            slot.requests.popleft()
             return None
         t0 = time.perf_counter()
         reply = slot.worker.decode(packet)
@@ -1363,6 +1367,7 @@ class _PoolBase:
                 pinned.setdefault(slot.index, deque()).append(follow)
             elif progress is not None:
                 progress.update(1)
+        slot.requests.popleft()
         return error
 
     def _run(self, tasks, arrays, *, timeout=None, progress=None, chunker=None, n_active=None):
