@@ -10,7 +10,7 @@ from .kkt import KKTSystem, ScaledProblem, index_parts
 from .problem import Problem, as_csc, as_vector, make_problem, replace_vectors
 from .result import Result
 from .settings import Settings, make_settings
-from .solver import ProxALM
+from .solver import WARM_MU_FACTOR, ProxALM
 from .status import Status
 
 __all__ = ["Solver", "solve"]
@@ -181,7 +181,7 @@ class Solver:
         deadline = None
         if st.time_limit is not None:
             deadline = t_start + st.time_limit - setup_time
-        x, y, z, mu_eq, mu_in = self._initial_point(x0, y0, z0, warm_start, st)
+        x, y, z, mu_eq, mu_in, guess = self._initial_point(x0, y0, z0, warm_start, st)
         sc, kkt = self._sc, self._kkt
         n_fact0, n_sym0 = kkt.n_factorizations, kkt.n_symbolic
         log = None
@@ -189,7 +189,7 @@ class Solver:
             _log_header()
             log = _log_line
         alm = ProxALM(sc, kkt, st, deadline=deadline, log=log)
-        status, state, info = alm.run(x, y, z, mu_eq, mu_in)
+        status, state, info = alm.run(x, y, z, mu_eq, mu_in, guess)
         solve_time = time.perf_counter() - t_start
         self._state = state if status != Status.NUMERICAL_ERROR else None
         res = self._make_result(status, state, info, alm, st)
@@ -218,9 +218,13 @@ class Solver:
         mu_eq = mu_in = None
         if prev is not None and prev.mu_eq is not None and not prev.closest:
             # resume with moderate penalties: the final ones may be tiny after a hard solve
-            mu_eq = prev.mu_eq if np.all(prev.mu_eq >= st.mu_eq * 1e-3) else np.full(p.n_eq, st.mu_eq * 1e-3)
-            mu_in = prev.mu_in if np.all(prev.mu_in >= st.mu_in * 1e-3) else np.full(p.n_in, st.mu_in * 1e-3)
-        return x, y, z, mu_eq, mu_in
+            lo_eq, lo_in = st.mu_eq * WARM_MU_FACTOR, st.mu_in * WARM_MU_FACTOR
+            mu_eq = prev.mu_eq if np.all(prev.mu_eq >= lo_eq) else np.full(p.n_eq, lo_eq)
+            mu_in = prev.mu_in if np.all(prev.mu_in >= lo_in) else np.full(p.n_in, lo_in)
+        # a full primal-dual guess from the caller (no penalties of its own) gets one try
+        guess = (mu_eq is None and x0 is not None and (y0 is not None or not p.n_eq)
+                 and (z0 is not None or not p.n_in))
+        return x, y, z, mu_eq, mu_in, guess
 
     # ---------------------------------------------------------------------------------------
     def _make_result(self, status, state, info, alm, st) -> Result:

@@ -652,6 +652,79 @@ def test_warm_start_primal_only():
     assert_kkt(r1, P, 1e-8)
 
 
+@pytest.mark.parametrize("name,kw", WARM_CASES)
+def test_full_guess_is_tried_on_its_active_set(name, kw):
+    # A caller's (x0, y0, z0) from the unperturbed problem: one factorization at its active set
+    # (before: the cold penalties, then a refactorization per penalty decrease; box 6, mpc 2)
+    P = gen(name, seed=1, **kw)
+    r0 = _solve(P)
+    P2 = _perturbed(P, seed=2)
+    warm = _solve(P2, x0=r0.x, y0=r0.y, z0=r0.z)
+    assert warm.status == Status.SOLVED
+    assert_kkt(warm, P2, 1e-8, what="warm")
+    assert warm.n_factorizations == 1, warm.n_factorizations
+
+
+@pytest.mark.parametrize("name,kw", WARM_CASES)
+def test_wrong_full_guess_costs_at_most_one_factorization(name, kw):
+    # a guess whose active set is wrong falls back to the cold start's penalties (running the
+    # ALM at a warm start's small penalties from zeros took 477 factorizations on box n = 1,000)
+    # (from zeros the run after the try is the cold run; a random guess must solve too)
+    P = gen(name, seed=1, **kw)
+    cold = _solve(P)
+    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in))
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P, 1e-8)
+    assert r.n_factorizations <= cold.n_factorizations + 1, \
+        (r.n_factorizations, cold.n_factorizations)
+    rng = np.random.default_rng(3)
+    r = _solve(P, x0=rng.standard_normal(P.n), y0=rng.standard_normal(P.n_eq),
+               z0=rng.standard_normal(P.n_in))
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P, 1e-8)
+
+
+def test_polish_refines_a_settled_set_whose_gap_is_missed():
+    # equality n = 5,000 from a zero guess at eps_abs 1e-6: the first round meets the
+    # residuals (9e-10, 5e-7) and misses the duality gap; a second round on the same
+    # factorization meets all (before: the polish gave up, and the ALM factorized again)
+    P = sparseqp.problems.PROBLEM_CLASSES["equality"](5000, 0)
+    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in),
+               eps_abs=1e-6, eps_rel=0)
+    assert r.status == Status.SOLVED
+    assert_kkt(r, P, 1e-6)
+    assert r.n_factorizations == 1, r.n_factorizations
+
+
+def test_failed_warm_start_is_retried_cold(monkeypatch):
+    # A warm run that ends in NUMERICAL_ERROR is repeated from the cold start, whose result
+    # (and work) the caller gets: forced here by failing every run that starts off zero.
+    from sparseqp.solver import ProxALM
+    P = gen("random_qp", n=200, n_eq=20, n_in=100, seed=1)
+    r0 = _solve(P)
+    run = ProxALM._run
+    failed = []
+
+    def fail_when_warm(self, x, y, z, mu_eq0, mu_in0, guess=False):
+        if np.any(x != 0) or np.any(y != 0) or np.any(z != 0):
+            out = run(self, x, y, z, mu_eq0, mu_in0, guess)
+            failed.append(self.nit)
+            return Status.NUMERICAL_ERROR, out[1], {"message": "forced"}
+        return run(self, x, y, z, mu_eq0, mu_in0, guess)
+
+    monkeypatch.setattr(ProxALM, "_run", fail_when_warm)
+    S = _Solver(*_args(P))
+    S.solve()                                               # cold: no retry needed
+    S.update(g=P.g * 1.001)
+    r = S.solve()                                           # warm, fails, retried cold
+    assert r.status == Status.SOLVED, r.message
+    assert_kkt(r, make_problem(P.H, P.g * 1.001, P.A, P.b, P.C, P.l, P.u), 1e-8)
+    assert len(failed) == 1 and r.nit > failed[0]           # both runs' iterations counted
+    r = _solve(P, x0=r0.x, y0=r0.y, z0=r0.z)                # a caller's guess likewise
+    assert r.status == Status.SOLVED and len(failed) == 2
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("name,kw", WARM_CASES[:3])
 def test_solver_update_matches_fresh_solve(name, kw):
     P = gen(name, seed=3, **kw)
