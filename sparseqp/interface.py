@@ -170,7 +170,11 @@ class Solver:
         ----------
         x0, y0, z0 : array_like, (n,), (n_eq,), (n_in,), optional
             Initial primal / dual guesses (unscaled). Missing ones come from the previous
-            solution when ``warm_start`` is True and there is one, else zeros.
+            solution when ``warm_start`` is True and there is one, else zeros. A full guess
+            (x0 and, where the problem has such rows, y0 and z0) with no previous solution is
+            first tried on the active set z0 gives: one factorization, which a guess near the
+            solution needs alone (a wrong one costs that one more than a cold start). A warm
+            start that ends in ``NUMERICAL_ERROR`` is repeated from the cold start.
         **settings
             Overrides of the solver settings for this solve only.
         """
@@ -385,7 +389,7 @@ def solve(H, g=None, A=None, b=None, C=None, l=None, u=None, *, x0=None, y0=None
     l, u : array_like, (n_in,), optional
         Bounds (+-inf allowed; l <= u; l_i == u_i is an equality).
     x0, y0, z0 : array_like, optional
-        Warm start.
+        Warm start (see :meth:`Solver.solve`).
     upper : bool
         Read only the upper triangle of H.
     **settings

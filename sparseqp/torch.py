@@ -707,13 +707,14 @@ def _solve_element(batch: _Batch, b: int, options: QPOptions):
 
 
 def _solve_warm(solver: Solver, warm: dict, warm_start: bool):
-    """Warm-started solve, retried from a cold start when the warm one fails (max_iter, numerics).
+    """Warm-started solve, retried from a cold start when the warm one runs out of iterations.
 
     (A warm start from the previous solution can stall at tight tolerances; the cold retry
-    costs a second solve only for the elements where that happened.)
+    costs a second solve only for the elements where that happened. One that ends in
+    NUMERICAL_ERROR the solver itself repeats from the cold start.)
     """
     result = solver.solve(**warm, warm_start=warm_start)
-    if warm_start and result.status in (Status.MAX_ITER_REACHED, Status.NUMERICAL_ERROR):
+    if warm_start and result.status == Status.MAX_ITER_REACHED:
         result = solver.solve(warm_start=False)
     return result
 
