@@ -172,9 +172,10 @@ class Solver:
             Initial primal / dual guesses (unscaled). Missing ones come from the previous
             solution when ``warm_start`` is True and there is one, else zeros. A full guess
             (x0 and, where the problem has such rows, y0 and z0) with no previous solution is
-            first tried on the active set z0 gives: one factorization, which a guess near the
-            solution needs alone (a wrong one costs that one more than a cold start). A warm
-            start that ends in ``NUMERICAL_ERROR`` is repeated from the cold start.
+            first tried on the active set z0 gives, where H has curvature along at least 90%
+            of the coordinates: one factorization, which a guess near the solution needs
+            alone (a wrong one costs that one more than a cold start). A warm start that
+            ends in ``NUMERICAL_ERROR`` is repeated from the cold start.
         **settings
             Overrides of the solver settings for this solve only.
         """

@@ -684,6 +684,16 @@ def test_wrong_full_guess_costs_at_most_one_factorization(name, kw):
     assert_kkt(r, P, 1e-8)
 
 
+def test_guess_on_an_lp_is_not_tried():
+    # LP-like problems (H curved along < 90% of the coordinates) skip the try: the ALM from a
+    # zero guess is the cold run, factorization for factorization (with the try: one more)
+    P = _random_lp(400, 40, 200, 3)
+    cold = _solve(P)
+    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in))
+    assert r.status == cold.status == Status.SOLVED
+    assert r.n_factorizations == cold.n_factorizations
+
+
 def test_polish_refines_a_settled_set_whose_gap_is_missed():
     # equality n = 5,000 from a zero guess at eps_abs 1e-6: the first round meets the
     # residuals (9e-10, 5e-7) and misses the duality gap; a second round on the same
