@@ -247,17 +247,27 @@ class Linearization:
         blocks raised _LIMIT_BOOST times at a time, up to _LIMIT_MU_SOUND_MAX (Maros-Meszaros
         DUALC8, 3 active rows of 8 variables: a zero pivot at 1e-9, and the gradients came
         back as 0 with a warning). The refinement targets K0 whatever the blocks."""
-        kkt, st = self.kkt, self.st
-        kkt.ensure_values(self.sc)
-        reg = mu = st.bw_reg
-        while True:
-            kkt.factorize(reg, np.full(self.sc.m, mu), np.full(self.sc.p, mu), self.active)
-            self.n_fact += 1
-            if mu >= _LIMIT_MU_SOUND_MAX or self._factors_sound():
-                break
-            mu = min(_LIMIT_MU_SOUND_MAX, _LIMIT_BOOST * mu)
+        kkt, sc = self.kkt, self.sc
+        kkt.ensure_values(sc)
+        self.n_fact += self._factorize_sound(
+            self.st.bw_reg, _LIMIT_MU_SOUND_MAX,
+            lambda t: (np.full(sc.m, t), np.full(sc.p, t)))
         self.fact_id = kkt.fact_id
         self._fallback = True
+
+    def _factorize_sound(self, mu, mu_max, blocks):
+        """Factorize K0 with the x block regularized by bw_reg and the constraint blocks
+        ``blocks(mu)`` (mu_eq, mu_in arrays); while the factors are unsound
+        (:meth:`_factors_sound`) and mu < mu_max, again with mu raised _LIMIT_BOOST times.
+        Returns the number of factorizations."""
+        n_fact = 0
+        while True:
+            mu_eq, mu_in = blocks(mu)
+            self.kkt.factorize(self.st.bw_reg, mu_eq, mu_in, self.active)
+            n_fact += 1
+            if mu >= mu_max or self._factors_sound():
+                return n_fact
+            mu = min(mu_max, _LIMIT_BOOST * mu)
 
     def solve(self, rhs, y_in_range=False, warn=True):
         """Solve target(K) u = rhs (scaled) by GMRES/refinement on the stored factorization.
@@ -341,22 +351,19 @@ class Linearization:
             return
         probe = np.zeros(self.kkt.N)
         probe[:self.sc.n] = np.random.default_rng(0).standard_normal(self.sc.n)
-        _, info = self.solve(probe, warn=False)
-        # (the probes' work is reported, their residuals are not: the next solve has its own)
-        if info["residual"] <= _WARN_RESIDUAL:
-            self._pending = _merge_info(self._pending, _info(info["n_factorizations"],
-                                                             info["n_refine"]))
-            return
-        saved = (self.active.copy(), self.side.copy())
-        self.active[weak] = 1
-        self.side[at_u] = 1.0
-        self.side[at_l] = -1.0
-        self._set_changed()
-        _, info2 = self.solve(probe, warn=False)
-        if info2["residual"] > _WARN_RESIDUAL:      # still no derivative: as it was
-            self.active[:], self.side[:] = saved
+        _, work = self.solve(probe, warn=False)
+        if work["residual"] > _WARN_RESIDUAL:
+            saved = (self.active.copy(), self.side.copy())
+            self.active[weak] = 1
+            self.side[at_u] = 1.0
+            self.side[at_l] = -1.0
             self._set_changed()
-        work = _merge_info(info, info2)
+            _, info = self.solve(probe, warn=False)
+            if info["residual"] > _WARN_RESIDUAL:      # still no derivative: as it was
+                self.active[:], self.side[:] = saved
+                self._set_changed()
+            work = _merge_info(work, info)
+        # (the probes' work is reported, their residuals are not: the next solve has its own)
         self._pending = _merge_info(self._pending, _info(work["n_factorizations"],
                                                          work["n_refine"]))
 
@@ -452,17 +459,11 @@ class Linearization:
         wmin = min(np.min(self.w_eq, initial=1.0), np.min(self.w_in[act], initial=1.0))
         mu = min(max(_LIMIT_MU_MAX, self.st.bw_closest_eps),
                  max(self.st.bw_closest_eps, _LIMIT_BLOCK_MIN / wmin))
-        mu_max = max(_LIMIT_MU_SOUND_MAX, mu)
-        n_fact = 0
-        while True:
-            self._mu_lim_eq = mu * self.w_eq
-            # inactive rows: decoupled (zero row), any positive pivot
-            self._mu_lim_in = np.where(act, mu * self.w_in, 1.0)
-            kkt.factorize(self.st.bw_reg, self._mu_lim_eq, self._mu_lim_in, self.active)
-            n_fact += 1
-            if mu >= mu_max or self._factors_sound():
-                break
-            mu = min(mu_max, _LIMIT_BOOST * mu)
+        # inactive rows: decoupled (zero row), any positive pivot
+        n_fact = self._factorize_sound(
+            mu, max(_LIMIT_MU_SOUND_MAX, mu),
+            lambda t: (t * self.w_eq, np.where(act, t * self.w_in, 1.0)))
+        self._mu_lim_eq, self._mu_lim_in = kkt.mu_eq, kkt.mu_in
         self._limit_fact_id = kkt.fact_id
         self.n_fact += n_fact
         return n_fact

@@ -849,9 +849,9 @@ class ProxALM:
         before a cold start's penalties (see :meth:`_run`)."""
         try:
             out = self._run(x, y, z, mu_eq0, mu_in0, guess)
-            warm = mu_eq0 is not None or mu_in0 is not None or any(
-                np.any(v != 0.0) for v in (x, y, z))
-            if out[0] == Status.NUMERICAL_ERROR and warm and self.allow_closest:
+            if (out[0] == Status.NUMERICAL_ERROR and self.allow_closest
+                    and (mu_eq0 is not None or mu_in0 is not None
+                         or any(np.any(v != 0.0) for v in (x, y, z)))):   # a warm start
                 out = self._retry_cold() or out
             if (out[0] == Status.NUMERICAL_ERROR and not out[1].closest
                     and self.st.eps_abs < _LOOSER_BELOW and self.allow_closest):
@@ -881,14 +881,18 @@ class ProxALM:
         sub = ProxALM(sc, self.kkt, st.replace(max_iter=st.max_iter - self.nit),
                       self.deadline, self.log)
         out = sub._run(np.zeros(sc.n), np.zeros(sc.m), np.zeros(sc.p), None, None)
-        self.nit += sub.nit
-        self.n_newton += sub.n_newton
-        self.n_pcg += sub.n_pcg
-        self.n_polish_solves += sub.n_polish_solves
+        self._add_work(sub)
         if out[0] == Status.NUMERICAL_ERROR:
             return None
         self.certificate = sub.certificate
         return out
+
+    def _add_work(self, sub):
+        """Count the work of a retry's sub-run (another ProxALM) as this run's."""
+        self.nit += sub.nit
+        self.n_newton += sub.n_newton
+        self.n_pcg += sub.n_pcg
+        self.n_polish_solves += sub.n_polish_solves
 
     def _retry_looser(self, x, y, z, mu_eq0, mu_in0):
         """After NUMERICAL_ERROR at a tight tolerance: the same start at _LOOSER_FACTOR times
@@ -906,10 +910,7 @@ class ProxALM:
                            max_iter=max(st.max_iter - self.nit, 1))
         sub = ProxALM(self.sc, self.kkt, loose, self.deadline, self.log)
         status, state, info = sub._run(x.copy(), y.copy(), z.copy(), mu_eq0, mu_in0)
-        self.nit += sub.nit
-        self.n_newton += sub.n_newton
-        self.n_pcg += sub.n_pcg
-        self.n_polish_solves += sub.n_polish_solves
+        self._add_work(sub)
         if status != Status.SOLVED:
             return None
         xs, ys, zs = state.x, state.y, state.z
@@ -1573,10 +1574,7 @@ class ProxALM:
             sub.primal_stall_exit = _SHIFTED_PRIMAL_STALL
             sub.reshift_ok = lambda ax, cx: self._shift_residual(ax, cx) <= tol_s
             st, state, info = sub._run(x, np.zeros(sc.m), np.zeros(sc.p), None, None)
-            self.n_newton += sub.n_newton
-            self.n_pcg += sub.n_pcg
-            self.n_polish_solves += sub.n_polish_solves
-            self.nit += sub.nit
+            self._add_work(sub)
             self._nit_nested += sub.nit
             if st.feasible_solution:
                 # SOLVED_INACCURATE: the shifted QP's objective is short of its gap tolerance;

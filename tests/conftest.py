@@ -7,6 +7,7 @@
   infeasibility certificates.
 * :func:`gen` -- test problem generators: those of :mod:`sparseqp.problems` when that module
   provides them, otherwise small local generators with the same signatures.
+* :func:`maros_data` -- a Maros-Meszaros problem copied into ``tests/data``.
 
 Sign convention (the solver's): the Lagrangian is ``1/2 x'Hx + g'x + y'(Ax - b) + z'(Cx - ...)``
 with the stationarity condition ``Hx + g + A'y + C'z = 0``; ``z_i > 0`` means the upper bound
@@ -536,6 +537,15 @@ _LOCAL = {
     "unbounded_qp": local_unbounded_qp,
     "nonconvex_qp": local_nonconvex_qp,
 }
+
+
+def maros_data(name: str) -> Problem:
+    """The Maros-Meszaros problem ``tests/data/<name>.mat`` (provenance in its README)."""
+    import pathlib
+
+    from sparseqp.io import read_mat
+
+    return read_mat(pathlib.Path(__file__).parent / "data" / f"{name}.mat")
 
 
 def gen(name: str, *args, **kwargs) -> Problem:

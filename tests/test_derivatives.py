@@ -18,6 +18,8 @@ from sparseqp.derivatives import DerivativeError
 from sparseqp.problem import make_problem
 from sparseqp.problems import mpc_qp
 
+from conftest import maros_data
+
 KW = dict(eps_abs=1e-10)
 FD_H = 1e-6
 NAMES = ("H", "g", "A", "b", "C", "l", "u")
@@ -1074,11 +1076,7 @@ def test_vjp_where_the_regularized_factorization_is_unsound():
     backward's refactorization of K0 regularized by bw_reg = 1e-9 had zero pivots, its solves
     inf: the gradients came back as 0 with a warning. Its blocks are now raised until the
     factors are sound, and GMRES refines against K0 (the system is consistent here)."""
-    import pathlib
-
-    from sparseqp.io import read_mat
-
-    P = read_mat(pathlib.Path(__file__).parent / "data" / "QGFRDXPN.mat")
+    P = maros_data("QGFRDXPN")
     kw = dict(eps_abs=1e-8, eps_rel=0)
     r = sparseqp.solve(P, **kw)
     assert r.status == Status.SOLVED
@@ -1124,11 +1122,7 @@ def test_weakly_active_row_completes_a_vertex():
     a vertex, and K0 is consistent: the gradients are those of the same QP with that row
     written as an equality (the derivative along perturbations that keep it tight), and the
     forward mode agrees."""
-    import pathlib
-
-    from sparseqp.io import read_mat
-
-    P = read_mat(pathlib.Path(__file__).parent / "data" / "QBEACONF.mat")
+    P = maros_data("QBEACONF")
     kw = dict(eps_abs=1e-8, eps_rel=0)
     r = sparseqp.solve(P, **kw)
     assert r.status == Status.SOLVED

@@ -21,6 +21,7 @@ from conftest import (
     is_positive_definite,
     kkt_residuals,
     linprog_reference,
+    maros_data,
     reference_solve,
     shifted_problem,
     two_stage_closest,
@@ -652,6 +653,11 @@ def test_warm_start_primal_only():
     assert_kkt(r1, P, 1e-8)
 
 
+def _zero_guess(P: Problem) -> dict:
+    """A full guess (x0, y0, z0) of zeros: what a cold start uses, given as a caller's guess."""
+    return dict(x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in))
+
+
 @pytest.mark.parametrize("name,kw", WARM_CASES)
 def test_full_guess_is_tried_on_its_active_set(name, kw):
     # A caller's (x0, y0, z0) from the unperturbed problem: one factorization at its active set
@@ -672,7 +678,7 @@ def test_wrong_full_guess_costs_at_most_one_factorization(name, kw):
     # (from zeros the run after the try is the cold run; a random guess must solve too)
     P = gen(name, seed=1, **kw)
     cold = _solve(P)
-    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in))
+    r = _solve(P, **_zero_guess(P))
     assert r.status == Status.SOLVED
     assert_kkt(r, P, 1e-8)
     assert r.n_factorizations <= cold.n_factorizations + 1, \
@@ -689,7 +695,7 @@ def test_guess_on_an_lp_is_not_tried():
     # zero guess is the cold run, factorization for factorization (with the try: one more)
     P = _random_lp(400, 40, 200, 3)
     cold = _solve(P)
-    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in))
+    r = _solve(P, **_zero_guess(P))
     assert r.status == cold.status == Status.SOLVED
     assert r.n_factorizations == cold.n_factorizations
 
@@ -699,8 +705,7 @@ def test_polish_refines_a_settled_set_whose_gap_is_missed():
     # residuals (9e-10, 5e-7) and misses the duality gap; a second round on the same
     # factorization meets all (before: the polish gave up, and the ALM factorized again)
     P = sparseqp.problems.PROBLEM_CLASSES["equality"](5000, 0)
-    r = _solve(P, x0=np.zeros(P.n), y0=np.zeros(P.n_eq), z0=np.zeros(P.n_in),
-               eps_abs=1e-6, eps_rel=0)
+    r = _solve(P, **_zero_guess(P), eps_abs=1e-6, eps_rel=0)
     assert r.status == Status.SOLVED
     assert_kkt(r, P, 1e-6)
     assert r.n_factorizations == 1, r.n_factorizations
@@ -1710,20 +1715,12 @@ def _assert_rows_within_floor(P, r, tol, factor=20.0):
     assert np.all((rp <= tol) | (rp <= factor * fp)), float(np.max(rp / fp))
 
 
-def _maros(name):
-    import pathlib
-
-    from sparseqp.io import read_mat
-
-    return read_mat(pathlib.Path(__file__).parent / "data" / f"{name}.mat")
-
-
 def test_stall_at_the_rounding_floor_is_solved_inaccurate():
     # Maros-Meszaros QGFRDXPN (tests/data) at eps_abs 1e-9: dual rows with terms of 1e7-1e8,
     # whose rounding floor (eps times their size) is 1e-9 .. 7e-8. The ALM stalls there; it
     # ended NUMERICAL_ERROR. A point whose rows are all within 10x their floor is as good as
     # double precision gets: SOLVED_INACCURATE, with the reason in the message.
-    P = _maros("QGFRDXPN")
+    P = maros_data("QGFRDXPN")
     r = _solve(P, eps_abs=1e-9, eps_rel=0)
     assert r.status == Status.SOLVED_INACCURATE, (r.status, r.message)
     assert r.success and "rounding floor" in r.message, r.message
@@ -1771,7 +1768,7 @@ def test_recomputed_residuals_above_the_tolerance_are_named():
     # Maros-Meszaros QCAPRI (tests/data) at eps_abs 1e-9: the solver's test on the scaled
     # problem passes, the dual residual recomputed from the unscaled x, y, z is ~2e-9 (the
     # unscaling's rounding, within its floor). SOLVED stays, and the message says so.
-    P = _maros("QCAPRI")
+    P = maros_data("QCAPRI")
     r = _solve(P, eps_abs=1e-9, eps_rel=0)
     assert r.status == Status.SOLVED, (r.status, r.message)
     rp, rd = P.residuals(r.x, r.y, r.z)
@@ -1798,7 +1795,7 @@ def test_failed_tight_run_is_retried_looser():
     # point whose rows are within 1x of their rounding floor at 1e-9. After the failure the
     # run is repeated from its start at 1e3 times the tolerance, and that point is returned,
     # SOLVED_INACCURATE, with the reference objective.
-    P = _maros("STADAT1")
+    P = maros_data("STADAT1")
     r = _solve(P, eps_abs=1e-9, eps_rel=0)
     assert r.status == Status.SOLVED_INACCURATE, (r.status, r.message)
     assert "one at 1e-06" in r.message and "rounding floor" in r.message, r.message
